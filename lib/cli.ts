@@ -1,0 +1,216 @@
+// The `farmem` command: run a memory node, run the demo, show what the kernel offers.
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { SingleBar, Presets } from 'cli-progress';
+import { FarmemError } from './errors';
+import { FarMemory } from './far-memory';
+import { MemoryNode } from './memory-node';
+import { capabilities } from './native';
+import { formatBytes, parseSize } from './units';
+
+const USAGE = `Usage: farmem <command> [options]
+
+Commands:
+  node           run a memory node
+      --host H          address to listen on (default 127.0.0.1)
+      --port P          port (default 7070; 0 picks one)
+      --capacity SIZE   bytes of pages it holds, e.g. 4GiB (default 1GiB)
+      --token T         clients must present this token (default: none)
+  demo           fill, checksum and randomly update a region 4x the local budget,
+                 on a memory node it starts itself (or on --node)
+      --budget SIZE     local budget (default 64MiB)
+      --size SIZE       region size (default 4x the budget)
+      --updates N       random 8-byte updates (default 500000)
+      --prefetch P      readahead | none (default readahead)
+      --node HOST:PORT  use this memory node instead of an embedded one
+      --token T         its token
+  capabilities   print what the running kernel's userfaultfd offers
+
+Options: --help, --version`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'node':
+        return await runNode(rest);
+      case 'demo':
+        return await runDemo(rest);
+      case 'capabilities':
+        console.log(JSON.stringify(capabilities(), null, 2));
+        return 0;
+      case '--version':
+      case '-v':
+        console.log(require('../../package.json').version);
+        return 0;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        console.log(USAGE);
+        return command === undefined ? 1 : 0;
+      default:
+        console.error(`farmem: unknown command '${command}'\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (error) {
+    const e = error as FarmemError;
+    console.error(`farmem ${command}: ${e.message}${e.code ? ` [${e.code}]` : ''}`);
+    return 1;
+  }
+}
+
+function parse<T extends Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `${(error as Error).message} (see farmem --help)`);
+  }
+}
+
+async function runNode(args: string[]): Promise<number> {
+  const values = parse(args, {
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '7070' },
+    capacity: { type: 'string', default: '1GiB' },
+    token: { type: 'string', default: '' },
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `--port: expected 0..65535, got '${values.port}'`);
+  }
+  const node = await MemoryNode.start({
+    host: values.host,
+    port,
+    capacity: values.capacity,
+    token: values.token,
+    inline: true,
+  });
+  console.log(`farmem memory node listening on ${node.address}, capacity ${formatBytes(node.capacity)}${values.token ? ', token required' : ''}`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await node.stop();
+  console.log('farmem memory node stopped');
+  return 0;
+}
+
+/** Order-independent, updatable checksum: the sum over words of a mix of index and value, mod 2^32. */
+function mix(index: number, value: number): number {
+  return Math.imul((value ^ index) >>> 0, 0x9e3779b1) >>> 0;
+}
+
+function valueAt(index: number, round: number): number {
+  return (Math.imul(index + 1, 2654435761) ^ Math.imul(round, 0x85ebca6b)) >>> 0;
+}
+
+async function runDemo(args: string[]): Promise<number> {
+  const values = parse(args, {
+    budget: { type: 'string', default: '64MiB' },
+    size: { type: 'string' },
+    updates: { type: 'string', default: '500000' },
+    prefetch: { type: 'string', default: 'readahead' },
+    node: { type: 'string' },
+    token: { type: 'string', default: '' },
+  });
+  const budget = parseSize(values.budget, '--budget');
+  const size = values.size === undefined ? 4 * budget : parseSize(values.size, '--size');
+  const updates = Number(values.updates);
+  if (!Number.isSafeInteger(updates) || updates < 0) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `--updates: expected a non-negative integer, got '${values.updates}'`);
+  }
+  const node = values.node
+    ? null
+    : await MemoryNode.start({ host: '127.0.0.1', port: 0, capacity: Math.max(size * 2, 64 << 20), token: values.token });
+  const address = values.node ?? node!.address;
+  console.log(`farmem demo: region ${formatBytes(size)}, local budget ${formatBytes(budget)}, memory node ${address}${node ? ' (embedded)' : ''}, prefetch ${values.prefetch}`);
+  const fm = await FarMemory.open({ nodes: [address], localBudget: budget, token: values.token, prefetch: values.prefetch });
+  let ok = false;
+  try {
+    const region = await fm.allocate(size);
+    const words = new Uint32Array(region.buffer, 0, Math.floor(size / 4));
+    const n = words.length;
+    const chunk = 1 << 20; // words per step between progress updates
+    const bar = new SingleBar({ format: ' {phase} [{bar}] {percentage}% | {value}/{total} MiB | {rate} MB/s', hideCursor: true }, Presets.shades_classic);
+    const phases: Array<{ name: string; seconds: number; bytes: number }> = [];
+    const phase = async (name: string, total: number, step: (from: number, to: number) => void, unitBytes: number): Promise<void> => {
+      const start = performance.now();
+      bar.start(Math.ceil((total * unitBytes) / (1 << 20)), 0, { phase: name.padEnd(8), rate: '0' });
+      for (let from = 0; from < total; from += chunk) {
+        const to = Math.min(total, from + chunk);
+        step(from, to);
+        const seconds = (performance.now() - start) / 1000;
+        bar.update(Math.floor((to * unitBytes) / (1 << 20)), { rate: ((to * unitBytes) / 1e6 / Math.max(seconds, 1e-9)).toFixed(0) });
+        await yieldToLoop();
+      }
+      bar.stop();
+      phases.push({ name, seconds: (performance.now() - start) / 1000, bytes: total * unitBytes });
+    };
+
+    let expected = 0;
+    await phase('fill', n, (from, to) => {
+      for (let i = from; i < to; i++) {
+        const v = valueAt(i, 0);
+        words[i] = v;
+        expected = (expected + mix(i, v)) >>> 0;
+      }
+    }, 4);
+
+    let sum = 0;
+    await phase('checksum', n, (from, to) => {
+      for (let i = from; i < to; i++) sum = (sum + mix(i, words[i])) >>> 0;
+    }, 4);
+    if (sum !== expected) throw new Error(`checksum after fill: got ${sum}, expected ${expected}`);
+
+    let seed = 0x12345678;
+    await phase('update', updates, (from, to) => {
+      for (let k = from; k < to; k++) {
+        seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+        const i = seed % n;
+        const v = valueAt(i, k + 1);
+        expected = (expected - mix(i, words[i]) + mix(i, v)) >>> 0;
+        words[i] = v;
+      }
+    }, 8);
+
+    sum = 0;
+    await phase('verify', n, (from, to) => {
+      for (let i = from; i < to; i++) sum = (sum + mix(i, words[i])) >>> 0;
+    }, 4);
+    ok = sum === expected;
+
+    const s = region.stats();
+    console.log('');
+    console.log(ok ? `checksum verified: 0x${sum.toString(16).padStart(8, '0')}` : `CHECKSUM MISMATCH: got 0x${sum.toString(16)}, expected 0x${expected.toString(16)}`);
+    for (const p of phases) {
+      console.log(`  ${p.name.padEnd(9)} ${p.seconds.toFixed(2).padStart(7)} s  ${(p.bytes / 1e6 / p.seconds).toFixed(0).padStart(6)} MB/s`);
+    }
+    const rows: Array<[string, string]> = [
+      ['faults', String(s.faults)],
+      ['remote fetches', String(s.remoteFetches)],
+      ['prefetched pages', String(s.prefetched)],
+      ['prefetch hits', String(s.prefetchHits)],
+      ['zero-fills', String(s.zeroFills)],
+      ['write faults', String(s.writeFaults)],
+      ['evictions', String(s.evictions)],
+      ['write-backs', String(s.writebacks)],
+      ['fetched', formatBytes(s.bytesFetched)],
+      ['written back', formatBytes(s.bytesWritten)],
+      ['resident now', formatBytes(s.residentBytes)],
+      ['fault latency p50', `${s.faultLatencyUs.p50.toFixed(0)} µs`],
+      ['fault latency p99', `${s.faultLatencyUs.p99.toFixed(0)} µs`],
+    ];
+    for (const [k, v] of rows) console.log(`  ${k.padEnd(18)} ${v}`);
+    await region.free();
+  } finally {
+    await fm.close();
+    await node?.stop();
+  }
+  return ok ? 0 : 1;
+}

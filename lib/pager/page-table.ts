@@ -1,0 +1,97 @@
+// The page table of one region: one byte of state per page, and the transitions that are legal.
+// Runs on the pager thread only.
+
+export const enum PageState {
+  /** Never written anywhere: a fault is served by a zero page, no network. */
+  Untouched = 0,
+  /** Only the memory node holds the page. */
+  Remote = 1,
+  /** A read from the node is in flight; a frame is reserved for it. */
+  Fetching = 2,
+  /** The shared zero page is mapped write-protected: reads cost nothing, the first write faults. */
+  ZeroMapped = 3,
+  /** Resident, write-protected, equal to its backing copy (the node, or zeros). */
+  Clean = 4,
+  /** Resident and writable: differs from the node. */
+  Dirty = 5,
+  /** Not mapped; the pager holds the only local copy while its write-back is in flight. */
+  Evicting = 6,
+}
+
+export const PAGE_STATE_NAMES = [
+  'untouched',
+  'remote',
+  'fetching',
+  'zero-mapped',
+  'clean',
+  'dirty',
+  'evicting',
+] as const;
+
+// LEGAL[from] is a bit set of the states `from` may move to.
+const bit = (s: PageState): number => 1 << s;
+const LEGAL: readonly number[] = [
+  /* Untouched  */ bit(PageState.ZeroMapped) | bit(PageState.Dirty),
+  /* Remote     */ bit(PageState.Fetching),
+  /* Fetching   */ bit(PageState.Clean) | bit(PageState.Dirty),
+  /* ZeroMapped */ bit(PageState.Dirty) | bit(PageState.Untouched),
+  /* Clean      */ bit(PageState.Dirty) | bit(PageState.Remote) | bit(PageState.Evicting),
+  /* Dirty      */ bit(PageState.Evicting) | bit(PageState.Clean),
+  /* Evicting   */ bit(PageState.Remote) | bit(PageState.Clean) | bit(PageState.Dirty),
+];
+
+export class IllegalTransitionError extends Error {
+  readonly code = 'FARMEM_ILLEGAL_TRANSITION';
+  constructor(
+    readonly region: number,
+    readonly page: number,
+    readonly from: PageState,
+    readonly to: PageState,
+  ) {
+    super(
+      `page ${page} of region ${region}: illegal transition ${PAGE_STATE_NAMES[from]} -> ${PAGE_STATE_NAMES[to]} ` +
+        `(a pager bug: please report it with this message)`,
+    );
+    this.name = 'IllegalTransitionError';
+  }
+}
+
+export class PageTable {
+  readonly state: Uint8Array;
+  /** Frame index holding the page while it occupies local memory (Fetching, Clean, Dirty), else -1. */
+  readonly frame: Int32Array;
+  /** Set while the fetch in flight was asked for by a write fault: install it writable. */
+  readonly wantsWrite: Uint8Array;
+  /** Set while the fetch in flight was started by a prefetch and no fault has asked for it yet. */
+  readonly prefetched: Uint8Array;
+  readonly counts: Int32Array;
+
+  constructor(
+    readonly regionId: number,
+    readonly pages: number,
+  ) {
+    this.state = new Uint8Array(pages);
+    this.frame = new Int32Array(pages).fill(-1);
+    this.wantsWrite = new Uint8Array(pages);
+    this.prefetched = new Uint8Array(pages);
+    this.counts = new Int32Array(PAGE_STATE_NAMES.length);
+    this.counts[PageState.Untouched] = pages;
+  }
+
+  get(page: number): PageState {
+    return this.state[page] as PageState;
+  }
+
+  /** Moves `page` to `to`, or throws IllegalTransitionError naming the page. */
+  move(page: number, to: PageState): void {
+    const from = this.state[page] as PageState;
+    if ((LEGAL[from] & (1 << to)) === 0) throw new IllegalTransitionError(this.regionId, page, from, to);
+    this.state[page] = to;
+    this.counts[from]--;
+    this.counts[to]++;
+  }
+
+  count(state: PageState): number {
+    return this.counts[state];
+  }
+}

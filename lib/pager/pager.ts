@@ -1,0 +1,719 @@
+// The pager: resolves userfaultfd faults from memory nodes, prefetches, keeps resident pages under the
+// local budget and writes dirty pages back before dropping them.
+//
+// Runs on the pager thread (a worker of its own, see worker.ts), and only there: every method below
+// runs on that thread's event loop. It must never touch a non-resident page of its own regions, or it
+// would wait for itself; it reads region memory only through readOut() of pages it has just
+// write-protected, which are resident.
+import { FarmemError } from '../errors';
+import { COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
+import { createPolicy, type PrefetchPolicy, type PrefetchRanges } from '../policies';
+import { PAGE_SIZE } from '../protocol';
+import { C, HISTOGRAM_OFFSET, bucketOf } from '../stats';
+import { Transport, type NodeAddress } from '../transport/transport';
+import { FrameTable } from './frames';
+import { PageState, PageTable } from './page-table';
+
+export interface PagerOptions {
+  nodes: NodeAddress[];
+  token: string;
+  namespaceKey: Uint8Array;
+  localBudget: number;
+  stripePages: number;
+  maxRequestPages: number;
+  evictHighWater: number;
+  evictLowWater: number;
+  maxPrefetchFraction: number;
+  faultBatch: number;
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  reconnectInitialMs: number;
+  reconnectMaxMs: number;
+  userModeOnly: boolean;
+}
+
+export interface PagerEvents {
+  /** Something the application should hear about: a node went down, came back, was lost, a write failed. */
+  notify(event: string, detail: Record<string, unknown>): void;
+}
+
+/** A page that was handed back to the node: the pager keeps this copy until the node acknowledges it. */
+interface WriteCopy {
+  data: Buffer;
+  offset: number;
+}
+
+interface PagerRegion {
+  id: number;
+  base: number;
+  size: number;
+  pages: number;
+  table: PageTable;
+  stats: Float64Array;
+  policy: PrefetchPolicy;
+  nodeIds: number[];
+  /** performance.now() when a fault started waiting for the page's fetch; 0 when none waits. */
+  faultAt: Float64Array;
+  writesInFlight: number;
+  flushWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
+  writeError: FarmemError | null;
+  freed: boolean;
+}
+
+const enum Deferred {
+  ReadMissing = 0,
+  WriteMissing = 1,
+  WriteProtect = 2,
+}
+
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+/** frames.referenced value of a frame already picked by the current eviction pass. */
+const CHOSEN = 2;
+const KEY_SPAN = 2 ** 31;
+
+export class Pager {
+  private readonly native: NativeBinding;
+  private uffd: UffdHandle | null = null;
+  private readonly events: Float64Array;
+  private readonly frames: FrameTable;
+  private readonly transport: Transport;
+  private readonly regions = new Map<number, PagerRegion>();
+  /** Regions sorted by base address, for the fault path's lookup. */
+  private sorted: PagerRegion[] = [];
+  private lastHit: PagerRegion | null = null;
+  private readonly writeCopies = new Map<number, WriteCopy>();
+  private readonly writeProtect: boolean;
+  private readonly highFrames: number;
+  private readonly lowFrames: number;
+  private readonly maxPrefetchPages: number;
+  private prefetchInflight = 0;
+  /** Faults that found no free frame (every frame in flight); retried when fetches land. */
+  private deferred: number[] = [];
+  // Per fault batch: pages to fetch, as keys region*2^31+page.
+  private demand: number[] = [];
+  private prefetch: number[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly options: PagerOptions,
+    private readonly listener: PagerEvents,
+  ) {
+    this.native = loadNative();
+    const caps = this.native.probe();
+    this.writeProtect = caps.writeProtect;
+    this.events = new Float64Array(options.faultBatch * 3);
+    const frameCount = Math.floor(options.localBudget / PAGE_SIZE);
+    this.frames = new FrameTable(frameCount);
+    this.highFrames = Math.max(1, Math.floor(frameCount * options.evictHighWater));
+    this.lowFrames = Math.max(0, Math.floor(frameCount * options.evictLowWater));
+    this.maxPrefetchPages = Math.max(0, Math.floor(frameCount * options.maxPrefetchFraction));
+    this.transport = new Transport(
+      {
+        nodes: options.nodes,
+        token: options.token,
+        namespaceKey: Buffer.from(options.namespaceKey),
+        stripePages: options.stripePages,
+        connectTimeoutMs: options.connectTimeoutMs,
+        requestTimeoutMs: options.requestTimeoutMs,
+        reconnectInitialMs: options.reconnectInitialMs,
+        reconnectMaxMs: options.reconnectMaxMs,
+      },
+      {
+        onNodeDown: (node, error) => listener.notify('node-down', { node, error: error.toJSON() }),
+        onNodeUp: (node) => listener.notify('node-up', { node }),
+        onNodeLost: (node, error) => listener.notify('node-lost', { node, error: error.toJSON() }),
+      },
+    );
+  }
+
+  async open(): Promise<void> {
+    await this.transport.open();
+    this.uffd = new this.native.Uffd({
+      userModeOnly: this.options.userModeOnly,
+      writeProtect: this.writeProtect,
+      events: this.events,
+      onFaults: (count) => this.onFaults(count),
+    });
+  }
+
+  // ---- regions -------------------------------------------------------------------------------
+
+  async addRegion(id: number, base: number, size: number, stats: Float64Array, prefetch: string, prefetchOptions: Record<string, unknown>): Promise<void> {
+    const pages = Math.ceil(size / PAGE_SIZE);
+    const policy = createPolicy(prefetch, prefetchOptions);
+    const nodeIds = await this.transport.alloc(pages);
+    const region: PagerRegion = {
+      id,
+      base,
+      size,
+      pages,
+      table: new PageTable(id, pages),
+      stats,
+      policy,
+      nodeIds,
+      faultAt: new Float64Array(pages),
+      writesInFlight: 0,
+      flushWaiters: [],
+      writeError: null,
+      freed: false,
+    };
+    try {
+      this.uffd!.register(base, pages * PAGE_SIZE, this.writeProtect);
+    } catch (error) {
+      await this.transport.free(nodeIds).catch(() => undefined);
+      throw error;
+    }
+    this.regions.set(id, region);
+    this.sorted = [...this.regions.values()].sort((a, b) => a.base - b.base);
+  }
+
+  /** Frees the region here and, unless `remote` is false, on the nodes (bounded by requestTimeoutMs). */
+  async freeRegion(id: number, remote = true): Promise<void> {
+    const region = this.mustRegion(id);
+    region.freed = true;
+    this.regions.delete(id);
+    this.sorted = this.sorted.filter((r) => r !== region);
+    if (this.lastHit === region) this.lastHit = null;
+    // Unregistering wakes any thread still waiting on the range; the buffer was detached first.
+    this.uffd!.unregister(region.base, region.pages * PAGE_SIZE);
+    this.native.dropRange(region.base, region.pages * PAGE_SIZE);
+    const frames = this.frames;
+    for (let f = 0; f < frames.size; f++) {
+      if (frames.region[f] === id) {
+        if (region.table.get(frames.page[f]) === PageState.Fetching && region.table.prefetched[frames.page[f]]) {
+          this.prefetchInflight--;
+        }
+        frames.release(f);
+      }
+    }
+    for (const key of this.writeCopies.keys()) {
+      if (Math.floor(key / KEY_SPAN) === id) this.writeCopies.delete(key);
+    }
+    const kept: number[] = [];
+    for (let i = 0; i < this.deferred.length; i += 3) {
+      if (this.deferred[i] !== id) kept.push(this.deferred[i], this.deferred[i + 1], this.deferred[i + 2]);
+    }
+    this.deferred = kept;
+    for (const waiter of region.flushWaiters) waiter.resolve();
+    region.flushWaiters = [];
+    this.publish(region);
+    if (!remote) return;
+    // A node that is down frees the namespace itself after its orphan timeout; don't wait forever.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.transport.free(region.nodeIds).catch(() => undefined),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.requestTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Writes back every dirty page of the region (or of all regions) and waits for the nodes to acknowledge. */
+  flush(id?: number): Promise<void> {
+    const targets = id === undefined ? [...this.regions.values()] : [this.mustRegion(id)];
+    for (const region of targets) {
+      const pages = this.pagesInState(region, PageState.Dirty);
+      this.writeBack(region, pages, false);
+      this.publish(region);
+    }
+    return Promise.all(targets.map((region) => this.whenWritten(region))).then(() => undefined);
+  }
+
+  /** Writes back dirty pages and drops every local page of the region: the next access faults. */
+  async evictRegion(id: number): Promise<void> {
+    const region = this.mustRegion(id);
+    this.writeBack(region, this.pagesInState(region, PageState.Dirty), true);
+    this.dropClean(region, this.pagesInState(region, PageState.Clean));
+    const zero = this.pagesInState(region, PageState.ZeroMapped);
+    for (const page of zero) {
+      this.native.dropRange(region.base + page * PAGE_SIZE, PAGE_SIZE);
+      region.table.move(page, PageState.Untouched);
+    }
+    this.publish(region);
+    await this.whenWritten(region);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // BYE frees every region of this client on the nodes at once.
+    for (const id of [...this.regions.keys()]) await this.freeRegion(id, false);
+    await this.transport.close();
+    this.uffd?.close();
+    this.uffd = null;
+  }
+
+  nodeStates(): ReturnType<Transport['nodeStates']> {
+    return this.transport.nodeStates();
+  }
+
+  framesInUse(): { used: number; total: number } {
+    return { used: this.frames.used, total: this.frames.size };
+  }
+
+  // ---- the fault path --------------------------------------------------------------------------
+
+  // Runs on the pager thread, called by the addon's poll handle with `count` faults in this.events.
+  private onFaults(count: number): void {
+    const events = this.events;
+    const now = performance.now();
+    for (let i = 0; i < count; i++) {
+      const address = events[i * 3];
+      const flags = events[i * 3 + 1];
+      const pageAddress = address - (address % PAGE_SIZE);
+      const region = this.regionAt(pageAddress);
+      if (region === null) {
+        // Not ours any more (freed while the fault was queued): let the thread retry.
+        this.uffd!.wake(pageAddress, PAGE_SIZE);
+        continue;
+      }
+      const page = (pageAddress - region.base) / PAGE_SIZE;
+      region.stats[C.faults]++;
+      if (flags & FAULT_FLAG_WP) this.onWriteProtectFault(region, page);
+      else this.onMissingFault(region, page, (flags & FAULT_FLAG_WRITE) !== 0, now);
+    }
+    this.issueFetches();
+    this.balance();
+  }
+
+  private regionAt(address: number): PagerRegion | null {
+    const hit = this.lastHit;
+    if (hit !== null && address >= hit.base && address < hit.base + hit.size) return hit;
+    for (const region of this.sorted) {
+      if (address >= region.base && address < region.base + region.size) {
+        this.lastHit = region;
+        return region;
+      }
+    }
+    return null;
+  }
+
+  private onMissingFault(region: PagerRegion, page: number, write: boolean, now: number): void {
+    const table = region.table;
+    const address = region.base + page * PAGE_SIZE;
+    switch (table.get(page)) {
+      case PageState.Untouched: {
+        if (write || !this.writeProtect) {
+          // A write (or a kernel without uffd-wp, where writes to a zero page would go unseen) needs a real page.
+          const frame = this.takeFrame(region, page);
+          if (frame < 0) return this.defer(region, page, Deferred.WriteMissing);
+          this.uffd!.copy(address, ZERO_PAGE, 0, PAGE_SIZE, 0);
+          table.frame[page] = frame;
+          table.move(page, PageState.Dirty);
+        } else {
+          // The shared zero page, write-protected so the first write is seen. No frame, no network.
+          this.uffd!.zeropage(address, PAGE_SIZE, true);
+          this.uffd!.writeProtect(address, PAGE_SIZE, true, true);
+          this.uffd!.wake(address, PAGE_SIZE);
+          table.move(page, PageState.ZeroMapped);
+        }
+        region.stats[C.zeroFills]++;
+        this.publish(region);
+        return;
+      }
+      case PageState.Remote: {
+        const frame = this.takeFrame(region, page);
+        if (frame < 0) return this.defer(region, page, write ? Deferred.WriteMissing : Deferred.ReadMissing);
+        table.frame[page] = frame;
+        table.move(page, PageState.Fetching);
+        table.wantsWrite[page] = write ? 1 : 0;
+        table.prefetched[page] = 0;
+        region.faultAt[page] = now;
+        region.stats[C.remoteFetches]++;
+        this.demand.push(region.id * KEY_SPAN + page);
+        this.askPolicy(region, page, write, false, now);
+        return;
+      }
+      case PageState.Fetching: {
+        if (write) table.wantsWrite[page] = 1;
+        if (table.prefetched[page] && region.faultAt[page] === 0) {
+          region.faultAt[page] = now;
+          region.stats[C.prefetchHits]++;
+          this.askPolicy(region, page, write, true, now);
+        }
+        return;
+      }
+      case PageState.Evicting: {
+        const frame = this.takeFrame(region, page);
+        if (frame < 0) return this.defer(region, page, write ? Deferred.WriteMissing : Deferred.ReadMissing);
+        const copy = this.writeCopies.get(region.id * KEY_SPAN + page)!;
+        const wp = this.writeProtect && !write;
+        this.uffd!.copy(address, copy.data, copy.offset, PAGE_SIZE, wp ? COPY_WP : 0);
+        table.frame[page] = frame;
+        table.move(page, wp ? PageState.Clean : PageState.Dirty);
+        this.publish(region);
+        return;
+      }
+      default:
+        // Already mapped: the message was queued before the page went in. Let the thread retry.
+        this.uffd!.wake(address, PAGE_SIZE);
+    }
+  }
+
+  private onWriteProtectFault(region: PagerRegion, page: number): void {
+    const table = region.table;
+    const address = region.base + page * PAGE_SIZE;
+    switch (table.get(page)) {
+      case PageState.Clean:
+        this.frames.referenced[table.frame[page]] = 1;
+        this.uffd!.writeProtect(address, PAGE_SIZE, false, false);
+        table.move(page, PageState.Dirty);
+        break;
+      case PageState.ZeroMapped: {
+        // The write will copy the zero page into a real one: that needs a frame.
+        const frame = this.takeFrame(region, page);
+        if (frame < 0) return this.defer(region, page, Deferred.WriteProtect);
+        table.frame[page] = frame;
+        this.uffd!.writeProtect(address, PAGE_SIZE, false, false);
+        table.move(page, PageState.Dirty);
+        break;
+      }
+      default:
+        // Dropped since the fault was raised (evicted): the retry will fault as missing.
+        this.uffd!.wake(address, PAGE_SIZE);
+        return;
+    }
+    region.stats[C.writeFaults]++;
+    this.publish(region);
+  }
+
+  private defer(region: PagerRegion, page: number, kind: Deferred): void {
+    this.deferred.push(region.id, page, kind);
+  }
+
+  private retryDeferred(): void {
+    if (this.deferred.length === 0) return;
+    const pending = this.deferred;
+    this.deferred = [];
+    const now = performance.now();
+    for (let i = 0; i < pending.length; i += 3) {
+      const region = this.regions.get(pending[i]);
+      if (!region) continue;
+      const kind = pending[i + 2] as Deferred;
+      if (kind === Deferred.WriteProtect) this.onWriteProtectFault(region, pending[i + 1]);
+      else this.onMissingFault(region, pending[i + 1], kind === Deferred.WriteMissing, now);
+    }
+    this.issueFetches();
+  }
+
+  private askPolicy(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number): void {
+    let ranges: PrefetchRanges | null;
+    try {
+      ranges = region.policy.onFault({ page, write, prefetchHit, time, regionPages: region.pages });
+    } catch (error) {
+      this.listener.notify('policy-error', { region: region.id, policy: region.policy.name, error: String(error) });
+      region.policy = createPolicy('none');
+      return;
+    }
+    if (!ranges) return;
+    const table = region.table;
+    for (const [first, count] of ranges) {
+      const start = Math.max(0, Math.floor(first));
+      const end = Math.min(region.pages, Math.floor(first + count));
+      for (let p = start; p < end && this.prefetchInflight < this.maxPrefetchPages; p++) {
+        if (table.get(p) !== PageState.Remote) continue;
+        // A prefetch may use a free frame, or evict; but it never waits for one.
+        const frame = this.takeFrame(region, p);
+        if (frame < 0) return;
+        table.frame[p] = frame;
+        table.move(p, PageState.Fetching);
+        table.wantsWrite[p] = 0;
+        table.prefetched[p] = 1;
+        region.faultAt[p] = 0;
+        region.stats[C.prefetched]++;
+        this.prefetchInflight++;
+        this.prefetch.push(region.id * KEY_SPAN + p);
+      }
+    }
+  }
+
+  /** Sends this batch's fetches: neighbouring pages of one stripe coalesce into one request. */
+  private issueFetches(): void {
+    if (this.demand.length > 0) {
+      const keys = this.demand;
+      this.demand = [];
+      this.sendReads(keys, true);
+    }
+    if (this.prefetch.length > 0) {
+      const keys = this.prefetch;
+      this.prefetch = [];
+      this.sendReads(keys, false);
+    }
+  }
+
+  private sendReads(keys: number[], urgent: boolean): void {
+    keys.sort((a, b) => a - b);
+    const stripe = this.transport.stripePages;
+    const maxPages = this.options.maxRequestPages;
+    let i = 0;
+    while (i < keys.length) {
+      const regionId = Math.floor(keys[i] / KEY_SPAN);
+      const first = keys[i] - regionId * KEY_SPAN;
+      const stripeEnd = (Math.floor(first / stripe) + 1) * stripe;
+      let count = 1;
+      while (
+        i + count < keys.length &&
+        keys[i + count] === keys[i] + count &&
+        first + count < stripeEnd &&
+        count < maxPages
+      ) {
+        count++;
+      }
+      this.fetch(this.regions.get(regionId)!, first, count, urgent);
+      i += count;
+    }
+  }
+
+  private fetch(region: PagerRegion, first: number, count: number, urgent: boolean): void {
+    const node = this.transport.nodeOf(first);
+    this.publish(region);
+    this.transport.read(
+      node,
+      region.nodeIds[node],
+      first,
+      count,
+      urgent,
+      (index, src, srcOffset, n) => this.onPages(region, first + index, src, srcOffset, n),
+      (error) => {
+        if (error && !region.freed && !this.closed) {
+          // The pages stay Fetching: the threads waiting on them keep waiting rather than see wrong data.
+          this.listener.notify('fetch-error', { region: region.id, firstPage: first, pages: count, error: error.toJSON() });
+        }
+      },
+    );
+  }
+
+  // Runs on the pager thread, from the socket's read callback: `count` pages starting at `first`
+  // sit in `src` at `srcOffset`, valid only during this call. Installs them with UFFDIO_COPY straight from there.
+  private onPages(region: PagerRegion, first: number, src: Buffer, srcOffset: number, count: number): void {
+    if (region.freed) return;
+    const table = region.table;
+    const now = performance.now();
+    let runStart = 0;
+    while (runStart < count) {
+      const firstPage = first + runStart;
+      const writable = !this.writeProtect || table.wantsWrite[firstPage] === 1;
+      let runLength = 1;
+      while (runStart + runLength < count && (!this.writeProtect || table.wantsWrite[firstPage + runLength] === 1) === writable) {
+        runLength++;
+      }
+      this.uffd!.copy(
+        region.base + firstPage * PAGE_SIZE,
+        src,
+        srcOffset + runStart * PAGE_SIZE,
+        runLength * PAGE_SIZE,
+        writable ? 0 : COPY_WP,
+      );
+      for (let p = firstPage; p < firstPage + runLength; p++) {
+        table.move(p, writable ? PageState.Dirty : PageState.Clean);
+        table.wantsWrite[p] = 0;
+        if (table.prefetched[p]) {
+          table.prefetched[p] = 0;
+          this.prefetchInflight--;
+        }
+        const started = region.faultAt[p];
+        if (started > 0) {
+          const us = (now - started) * 1000;
+          region.stats[HISTOGRAM_OFFSET + bucketOf(us)]++;
+          region.stats[C.latencyCount]++;
+          region.stats[C.latencySumUs] += us;
+          region.faultAt[p] = 0;
+          this.frames.referenced[table.frame[p]] = 1;
+        }
+      }
+      runStart += runLength;
+    }
+    region.stats[C.bytesFetched] += count * PAGE_SIZE;
+    this.publish(region);
+    if (this.deferred.length > 0) this.retryDeferred();
+  }
+
+  // ---- budget and eviction ---------------------------------------------------------------------
+
+  /** A frame for (region, page); evicts when none is free. -1 when every frame is in flight. */
+  private takeFrame(region: PagerRegion, page: number): number {
+    let frame = this.frames.take(region.id, page, true);
+    if (frame >= 0) return frame;
+    this.evict(Math.max(1, this.frames.used - this.lowFrames));
+    frame = this.frames.take(region.id, page, true);
+    return frame;
+  }
+
+  /** Keeps usage at or below the high water mark, evicting down to the low one. */
+  private balance(): void {
+    if (this.frames.used > this.highFrames) this.evict(this.frames.used - this.lowFrames);
+  }
+
+  /** Second chance (CLOCK): frees up to `wanted` frames; clean pages go without network. */
+  private evict(wanted: number): void {
+    const frames = this.frames;
+    const victims: number[] = [];
+    let scanned = 0;
+    const limit = 2 * frames.size;
+    while (victims.length < wanted && scanned < limit) {
+      const f = frames.hand;
+      frames.hand = f + 1 === frames.size ? 0 : f + 1;
+      scanned++;
+      const regionId = frames.region[f];
+      if (regionId < 0 || frames.referenced[f] === CHOSEN) continue;
+      const region = this.regions.get(regionId)!;
+      const state = region.table.get(frames.page[f]);
+      if (state !== PageState.Clean && state !== PageState.Dirty) continue;
+      if (frames.referenced[f]) {
+        frames.referenced[f] = 0;
+        continue;
+      }
+      // The hand may pass this frame again before the victims are dropped: don't pick it twice.
+      frames.referenced[f] = CHOSEN;
+      victims.push(regionId * KEY_SPAN + frames.page[f]);
+    }
+    if (victims.length === 0) return;
+    victims.sort((a, b) => a - b);
+    // Group by region, then hand dirty and clean pages to their paths.
+    let i = 0;
+    while (i < victims.length) {
+      const regionId = Math.floor(victims[i] / KEY_SPAN);
+      const region = this.regions.get(regionId)!;
+      const dirty: number[] = [];
+      const clean: number[] = [];
+      while (i < victims.length && Math.floor(victims[i] / KEY_SPAN) === regionId) {
+        const page = victims[i] - regionId * KEY_SPAN;
+        (region.table.get(page) === PageState.Dirty ? dirty : clean).push(page);
+        i++;
+      }
+      this.writeBack(region, dirty, true);
+      this.dropClean(region, clean);
+      this.publish(region);
+    }
+  }
+
+  /** Drops clean pages: no network, unless a write-back of the page is still in flight (then it keeps that copy). */
+  private dropClean(region: PagerRegion, pages: number[]): void {
+    const table = region.table;
+    forEachRun(pages, Infinity, Infinity, (first, count) => {
+      for (let p = first; p < first + count; p++) {
+        table.move(p, this.writeCopies.has(region.id * KEY_SPAN + p) ? PageState.Evicting : PageState.Remote);
+        this.frames.release(table.frame[p]);
+        table.frame[p] = -1;
+      }
+      this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
+      region.stats[C.evictions] += count;
+    });
+  }
+
+  /**
+   * Writes dirty pages back. The order keeps every write: write-protect (from now on a writer waits in a
+   * fault), copy out, then (when dropping) MADV_DONTNEED; a fault on the page while the write is in flight is
+   * served from the copy.
+   */
+  private writeBack(region: PagerRegion, pages: number[], drop: boolean): void {
+    if (pages.length === 0) return;
+    const table = region.table;
+    forEachRun(pages, this.transport.stripePages, this.options.maxRequestPages, (first, count) => {
+      const address = region.base + first * PAGE_SIZE;
+      const length = count * PAGE_SIZE;
+      const data = Buffer.allocUnsafe(length);
+      // Checked first: reading out a page that is not resident would block this thread on itself.
+      for (let p = first; p < first + count; p++) table.move(p, drop ? PageState.Evicting : PageState.Clean);
+      this.uffd!.writeProtect(address, length, true, true);
+      this.native.readOut(address, length, data, 0);
+      if (drop) this.native.dropRange(address, length);
+      const copies: WriteCopy[] = [];
+      for (let k = 0; k < count; k++) {
+        const p = first + k;
+        const copy: WriteCopy = { data, offset: k * PAGE_SIZE };
+        copies.push(copy);
+        this.writeCopies.set(region.id * KEY_SPAN + p, copy);
+        if (drop) {
+          this.frames.release(table.frame[p]);
+          table.frame[p] = -1;
+        }
+      }
+      if (drop) region.stats[C.evictions] += count;
+      region.writesInFlight++;
+      const node = this.transport.nodeOf(first);
+      this.transport.write(node, region.nodeIds[node], first, count, data, (error) => {
+        region.writesInFlight--;
+        if (region.freed) return;
+        if (error) {
+          // The copies stay: the pages remain Evicting and are served from them. Nothing is lost.
+          region.writeError = error;
+          this.listener.notify('writeback-error', { region: region.id, firstPage: first, pages: count, error: error.toJSON() });
+        } else {
+          region.stats[C.writebacks] += count;
+          region.stats[C.bytesWritten] += length;
+          for (let k = 0; k < count; k++) {
+            const key = region.id * KEY_SPAN + first + k;
+            if (this.writeCopies.get(key) !== copies[k]) continue; // a newer write-back replaced it
+            this.writeCopies.delete(key);
+            if (table.get(first + k) === PageState.Evicting) table.move(first + k, PageState.Remote);
+          }
+        }
+        this.publish(region);
+        if (region.writesInFlight === 0) this.settleFlush(region);
+      });
+    });
+  }
+
+  private whenWritten(region: PagerRegion): Promise<void> {
+    if (region.writesInFlight === 0) return region.writeError ? Promise.reject(takeError(region)) : Promise.resolve();
+    return new Promise((resolve, reject) => region.flushWaiters.push({ resolve, reject }));
+  }
+
+  private settleFlush(region: PagerRegion): void {
+    const waiters = region.flushWaiters;
+    region.flushWaiters = [];
+    const error = region.writeError ? takeError(region) : null;
+    for (const waiter of waiters) {
+      if (error) waiter.reject(error);
+      else waiter.resolve();
+    }
+  }
+
+  private pagesInState(region: PagerRegion, state: PageState): number[] {
+    const pages: number[] = [];
+    const table = region.table;
+    if (state === PageState.ZeroMapped) {
+      for (let p = 0; p < region.pages; p++) if (table.state[p] === state) pages.push(p);
+      return pages;
+    }
+    const frames = this.frames;
+    for (let f = 0; f < frames.size; f++) {
+      if (frames.region[f] === region.id && table.state[frames.page[f]] === state) pages.push(frames.page[f]);
+    }
+    return pages.sort((a, b) => a - b);
+  }
+
+  private publish(region: PagerRegion): void {
+    const counts = region.table.counts;
+    region.stats[C.residentPages] = counts[PageState.Clean] + counts[PageState.Dirty];
+    region.stats[C.dirtyPages] = counts[PageState.Dirty];
+    region.stats[C.inflightPages] = counts[PageState.Fetching];
+  }
+
+  private mustRegion(id: number): PagerRegion {
+    const region = this.regions.get(id);
+    if (!region) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
+    return region;
+  }
+}
+
+function takeError(region: PagerRegion): FarmemError {
+  const error = region.writeError!;
+  region.writeError = null;
+  return error;
+}
+
+/** Calls fn(first, count) for each run of consecutive pages in sorted `pages`, split at stripes and maxPages. */
+function forEachRun(pages: number[], stripe: number, maxPages: number, fn: (first: number, count: number) => void): void {
+  let i = 0;
+  while (i < pages.length) {
+    const first = pages[i];
+    const stripeEnd = stripe === Infinity ? Infinity : (Math.floor(first / stripe) + 1) * stripe;
+    let count = 1;
+    while (i + count < pages.length && pages[i + count] === first + count && first + count < stripeEnd && count < maxPages) {
+      count++;
+    }
+    fn(first, count);
+    i += count;
+  }
+}

@@ -1,0 +1,27 @@
+import { invalidOption } from '../errors';
+import { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
+import type { PrefetchPolicy } from './types';
+
+export type { FaultEvent, PrefetchPolicy, PrefetchRanges } from './types';
+export { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
+
+export class NoPrefetch implements PrefetchPolicy {
+  readonly name = 'none';
+  onFault(): null {
+    return null;
+  }
+}
+
+export const BUILTIN_POLICIES = ['none', 'readahead'] as const;
+export type BuiltinPolicy = (typeof BUILTIN_POLICIES)[number];
+
+export function createPolicy(name: string, options: Record<string, unknown> = {}): PrefetchPolicy {
+  switch (name) {
+    case 'none':
+      return new NoPrefetch();
+    case 'readahead':
+      return new ReadaheadPolicy(options as ReadaheadOptions);
+    default:
+      throw invalidOption('prefetch', name, `one of ${BUILTIN_POLICIES.map((p) => `'${p}'`).join(', ')}`);
+  }
+}

@@ -1,0 +1,114 @@
+// Counters the pager thread writes into a SharedArrayBuffer and any thread reads, so that
+// region.stats() is synchronous. Writes come from the pager thread alone; readers see a snapshot
+// that may be a few operations old, never a torn double (aligned 8-byte stores on x86-64/arm64).
+
+export const REGION_COUNTERS = [
+  'faults', // fault messages handled (missing + write-protect)
+  'writeFaults', // first writes to clean or zero pages (write-protect faults)
+  'remoteFetches', // pages fetched from a node because a fault asked for them
+  'zeroFills', // faults served with zeros, no network
+  'prefetched', // pages fetched ahead of any fault
+  'prefetchHits', // faults on pages a prefetch was already bringing in
+  'evictions', // pages dropped from local memory
+  'writebacks', // pages written back to a node
+  'residentPages', // pages holding a local frame (clean, dirty, or fetch in flight)
+  'dirtyPages',
+  'inflightPages', // fetches in flight
+  'bytesFetched',
+  'bytesWritten',
+  'latencyCount', // remote demand faults timed in the histogram
+  'latencySumUs',
+] as const;
+export type RegionCounter = (typeof REGION_COUNTERS)[number];
+
+// Latency histogram: exact below 16 µs, then 8 linear sub-buckets per power of two (≤ 12.5% error),
+// up to 2^31 µs.
+const LINEAR = 16;
+const SUB_BITS = 3;
+const SUB = 1 << SUB_BITS;
+export const HISTOGRAM_BUCKETS = LINEAR + (31 - 4) * SUB;
+
+export const REGION_STATS_FLOATS = REGION_COUNTERS.length + HISTOGRAM_BUCKETS;
+const INDEX = Object.fromEntries(REGION_COUNTERS.map((name, i) => [name, i])) as Record<RegionCounter, number>;
+export const C = INDEX;
+export const HISTOGRAM_OFFSET = REGION_COUNTERS.length;
+
+export function bucketOf(us: number): number {
+  const v = us < 0 ? 0 : Math.floor(us);
+  if (v < LINEAR) return v;
+  const exponent = 31 - Math.clz32(v); // >= 4
+  if (exponent >= 31) return HISTOGRAM_BUCKETS - 1;
+  const sub = (v >>> (exponent - SUB_BITS)) & (SUB - 1);
+  return LINEAR + (exponent - 4) * SUB + sub;
+}
+
+/** The middle of a bucket's range, in µs. */
+export function bucketValue(bucket: number): number {
+  if (bucket < LINEAR) return bucket;
+  const exponent = 4 + Math.floor((bucket - LINEAR) / SUB);
+  const sub = (bucket - LINEAR) % SUB;
+  const width = 1 << (exponent - SUB_BITS);
+  return (1 << exponent) + sub * width + width / 2;
+}
+
+/** Percentile (0..100) of a histogram stored at `offset` in `data`; 0 when empty. */
+export function percentile(data: Float64Array, offset: number, p: number): number {
+  let total = 0;
+  for (let i = 0; i < HISTOGRAM_BUCKETS; i++) total += data[offset + i];
+  if (total === 0) return 0;
+  const rank = Math.max(1, Math.ceil((p / 100) * total));
+  let seen = 0;
+  for (let i = 0; i < HISTOGRAM_BUCKETS; i++) {
+    seen += data[offset + i];
+    if (seen >= rank) return bucketValue(i);
+  }
+  return bucketValue(HISTOGRAM_BUCKETS - 1);
+}
+
+export interface RegionStats {
+  faults: number;
+  writeFaults: number;
+  remoteFetches: number;
+  zeroFills: number;
+  prefetched: number;
+  prefetchHits: number;
+  evictions: number;
+  writebacks: number;
+  residentBytes: number;
+  dirtyBytes: number;
+  inflightBytes: number;
+  bytesFetched: number;
+  bytesWritten: number;
+  /** Pager-side service time of faults that needed the network, from the batch read to the page installed. */
+  faultLatencyUs: { p50: number; p99: number; mean: number; count: number };
+}
+
+export function readRegionStats(data: Float64Array, pageSize: number): RegionStats {
+  const count = data[C.latencyCount];
+  return {
+    faults: data[C.faults],
+    writeFaults: data[C.writeFaults],
+    remoteFetches: data[C.remoteFetches],
+    zeroFills: data[C.zeroFills],
+    prefetched: data[C.prefetched],
+    prefetchHits: data[C.prefetchHits],
+    evictions: data[C.evictions],
+    writebacks: data[C.writebacks],
+    residentBytes: data[C.residentPages] * pageSize,
+    dirtyBytes: data[C.dirtyPages] * pageSize,
+    inflightBytes: data[C.inflightPages] * pageSize,
+    bytesFetched: data[C.bytesFetched],
+    bytesWritten: data[C.bytesWritten],
+    faultLatencyUs: {
+      p50: percentile(data, HISTOGRAM_OFFSET, 50),
+      p99: percentile(data, HISTOGRAM_OFFSET, 99),
+      mean: count === 0 ? 0 : data[C.latencySumUs] / count,
+      count,
+    },
+  };
+}
+
+/** Sums several regions' stats arrays into `into` (same layout), for FarMemory.stats(). */
+export function addInto(into: Float64Array, from: Float64Array): void {
+  for (let i = 0; i < REGION_STATS_FLOATS; i++) into[i] += from[i];
+}

@@ -1,0 +1,112 @@
+// Every byte survives heavy eviction while two threads write at once.
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { FIXTURES, MiB, farmem } from './helpers';
+
+const { FarMemory, MemoryNode } = farmem;
+let node: InstanceType<typeof MemoryNode>;
+let fm: InstanceType<typeof FarMemory>;
+
+const BUDGET = 2 * MiB;
+const SIZE = 16 * BUDGET;
+
+beforeAll(async () => {
+  node = await MemoryNode.start({ port: 0, capacity: 4 * SIZE });
+  fm = await FarMemory.open({ nodes: [node.address], localBudget: BUDGET });
+});
+afterAll(async () => {
+  await fm?.close();
+  await node?.stop();
+});
+
+function verify(words: Uint32Array, lanes: Uint32Array[], when: string): void {
+  const n = lanes.length;
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < words.length; i++) {
+    const want = lanes[i % n][Math.floor(i / n)];
+    if (words[i] !== want) {
+      bad++;
+      if (first < 0) first = i;
+    }
+  }
+  if (bad > 0) throw new Error(`${when}: ${bad} words differ, first at word ${first} (page ${Math.floor((first * 4) / 4096)})`);
+}
+
+it('keeps every byte of a region 16x the budget under concurrent random writes from two threads', async () => {
+  const region = await fm.allocate(SIZE, { prefetch: 'readahead' });
+  const words = new Uint32Array(region.buffer);
+  const lanes = 2;
+  const slots = words.length / lanes;
+  const mainExpected = new Uint32Array(slots);
+  const workerExpected = new Uint32Array(new SharedArrayBuffer(slots * 4));
+
+  // Lane 1: a worker thread. Lane 0: this thread, at the same time, on the same pages.
+  const worker = new Worker(path.join(FIXTURES, 'random-writer.cjs'), {
+    workerData: { handle: region.handle(), expected: workerExpected.buffer, lane: 1, lanes, writes: 40_000, seed: 0x9e3779b9 },
+  });
+  const workerDone = new Promise((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  let x = 0x2545f491;
+  for (let k = 0; k < 40_000; k++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    const slot = x % slots;
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    words[slot * lanes] = x;
+    mainExpected[slot] = x;
+  }
+  await workerDone;
+  await worker.terminate();
+
+  const during = region.stats();
+  expect(during.evictions).toBeGreaterThan(1000);
+  expect(during.writebacks).toBeGreaterThan(1000);
+  expect(during.residentBytes + during.inflightBytes).toBeLessThanOrEqual(BUDGET);
+
+  const expected = [mainExpected, workerExpected];
+  await region.flush();
+  expect(region.stats().dirtyBytes).toBe(0);
+  verify(words, expected, 'after flush');
+  await region.evict();
+  expect(region.stats().residentBytes).toBe(0);
+  verify(words, expected, 'after evicting everything');
+  verify(words, expected, 'on re-reading');
+  await region.free();
+});
+
+it('loses no write made to a page while it is being evicted', async () => {
+  // A tight budget and a writer that keeps revisiting a small set of pages: pages are evicted while written.
+  const client = await FarMemory.open({ nodes: [node.address], localBudget: 256 * 1024, evictLowWater: 0.5 });
+  try {
+    const region = await client.allocate(4 * MiB, { prefetch: 'none' });
+    const words = new Uint32Array(region.buffer);
+    const lanes = 2;
+    const slots = words.length / lanes;
+    const workerExpected = new Uint32Array(new SharedArrayBuffer(slots * 4));
+    const mainExpected = new Uint32Array(slots);
+    const worker = new Worker(path.join(FIXTURES, 'random-writer.cjs'), {
+      workerData: { handle: region.handle(), expected: workerExpected.buffer, lane: 1, lanes, writes: 30_000, seed: 77 },
+    });
+    const workerDone = new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    let x = 12345;
+    for (let k = 0; k < 30_000; k++) {
+      x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      const slot = x % slots;
+      words[slot * lanes] = k;
+      mainExpected[slot] = k;
+    }
+    await workerDone;
+    await worker.terminate();
+    await region.evict();
+    verify(words, [mainExpected, workerExpected], 'after eviction races');
+    await region.free();
+  } finally {
+    await client.close();
+  }
+});
