@@ -1,0 +1,287 @@
+// mmap'd regions, the process-wide registry of them, and the external
+// ArrayBuffers through which JS reaches them. Any JS thread may call these.
+#include "mapping.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "errors.h"
+
+namespace farmem {
+namespace {
+
+struct Mapping {
+  uint8_t* base;
+  size_t length;  // what the caller asked for: the ArrayBuffers' byteLength
+  size_t mapped;  // length rounded up to whole pages
+
+  Mapping(uint8_t* b, size_t l, size_t m) : base(b), length(l), mapped(m) {}
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  // Runs on whichever thread drops the last reference.
+  ~Mapping();
+};
+
+using MappingRef = std::shared_ptr<Mapping>;
+
+// The one process-wide structure: a mapping is created on one thread and
+// attached, filled and dropped from others (the pager worker), so they need a
+// common place to find it by address. Allocated once and never destroyed, so a
+// thread still running during exit() never sees it torn down. No Mapping is
+// ever destroyed while mu_ is held (~Mapping takes it).
+class Registry {
+ public:
+  static Registry& Get() {
+    static Registry* registry = new Registry();
+    return *registry;
+  }
+
+  void Add(const MappingRef& mapping) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(mapping->base);
+    live_[base] = mapping;
+    mapped_[base] = mapping;
+  }
+
+  // The live (not released) mapping that starts at address, or null.
+  MappingRef FindLive(uintptr_t address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(address);
+    return it == live_.end() ? nullptr : it->second;
+  }
+
+  // The mapping whose pages contain address, released or not, as long as it
+  // is still mapped; or null.
+  MappingRef FindMapped(uintptr_t address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = mapped_.upper_bound(address);
+    if (it == mapped_.begin()) return nullptr;
+    --it;
+    MappingRef mapping = it->second.lock();
+    if (!mapping || address - it->first >= mapping->mapped) return nullptr;
+    return mapping;
+  }
+
+  // Drops the registry's owning reference; the caller drops it outside the lock.
+  MappingRef Release(uintptr_t address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(address);
+    if (it == live_.end()) return nullptr;
+    MappingRef mapping = std::move(it->second);
+    live_.erase(it);
+    return mapping;
+  }
+
+  // Called by ~Mapping before munmap, while no new mapping can take the address.
+  void Forget(uintptr_t address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    mapped_.erase(address);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<uintptr_t, MappingRef> live_;                  // mapCreate .. mapRelease
+  std::map<uintptr_t, std::weak_ptr<Mapping>> mapped_;  // mapCreate .. munmap
+};
+
+Mapping::~Mapping() {
+  Registry::Get().Forget(reinterpret_cast<uintptr_t>(base));
+  munmap(base, mapped);
+}
+
+uint64_t PageSize() { return static_cast<uint64_t>(sysconf(_SC_PAGESIZE)); }
+
+// Each external ArrayBuffer holds one reference. Runs on the thread that owns
+// the buffer (or during its env's teardown), possibly after the registry let go.
+void FinalizeBuffer(napi_env /*env*/, void* /*data*/, void* hint) {
+  delete static_cast<MappingRef*>(hint);
+}
+
+Napi::Value NewBuffer(Napi::Env env, const MappingRef& mapping) {
+  auto* hold = new MappingRef(mapping);
+  napi_value buffer;
+  napi_status status =
+      napi_create_external_arraybuffer(env, mapping->base, mapping->length, FinalizeBuffer, hold, &buffer);
+  if (status == napi_ok) return Napi::Value(env, buffer);
+  delete hold;
+  if (status == napi_no_external_buffers_allowed) {
+    ThrowCodeError(env, "FARMEM_UNSUPPORTED_PLATFORM",
+                   "this Node.js build refuses external ArrayBuffers (V8 sandbox, as in Electron), so a "
+                   "region cannot be exposed to JS; run farmem under plain Node.js");
+  } else if (!env.IsExceptionPending()) {
+    ThrowRangeError(env, "cannot create an ArrayBuffer of " + std::to_string(mapping->length) +
+                             " bytes over the mapping at " + Hex(reinterpret_cast<uintptr_t>(mapping->base)));
+  }
+  return Napi::Value();
+}
+
+void ThrowFreed(Napi::Env env, uint64_t address) {
+  ThrowCodeError(env, "FARMEM_REGION_FREED",
+                 "no mapping at " + Hex(address) + ": it was released (or was not made by mapCreate)");
+}
+
+// mapCreate(size) -> { address, buffer }
+Napi::Value MapCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t size;
+  if (!ToUint(env, info[0], "size", &size)) return Napi::Value();
+  if (size == 0) {
+    ThrowRangeError(env, "size must be positive");
+    return Napi::Value();
+  }
+  const uint64_t page = PageSize();
+  const uint64_t mapped = (size + page - 1) / page * page;
+  void* base =
+      mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) {
+    ThrowSyscallError(env, errno, "mmap", "cannot map " + std::to_string(mapped) + " bytes");
+    return Napi::Value();
+  }
+  // Transparent huge pages would turn one 4 KiB fault into a 2 MiB fill.
+  if (madvise(base, mapped, MADV_NOHUGEPAGE) != 0) {
+    int err = errno;
+    munmap(base, mapped);
+    ThrowSyscallError(env, err, "madvise(MADV_NOHUGEPAGE)",
+                      "cannot set up the mapping at " + Hex(reinterpret_cast<uintptr_t>(base)));
+    return Napi::Value();
+  }
+  auto mapping = std::make_shared<Mapping>(static_cast<uint8_t*>(base), size, mapped);
+  Napi::Value buffer = NewBuffer(env, mapping);
+  if (buffer.IsEmpty()) return Napi::Value();  // mapping's last reference goes here: munmap
+  Registry::Get().Add(mapping);
+  Napi::Object result = Napi::Object::New(env);
+  if (result.Set("address", Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(base))))
+          .IsNothing() ||
+      result.Set("buffer", buffer).IsNothing()) {
+    MappingRef released = Registry::Get().Release(reinterpret_cast<uintptr_t>(base));
+    return Napi::Value();
+  }
+  return result;
+}
+
+// mapAttach(address) -> ArrayBuffer over a live mapping.
+Napi::Value MapAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t address;
+  if (!ToUint(env, info[0], "address", &address)) return Napi::Value();
+  MappingRef mapping = Registry::Get().FindLive(address);
+  if (!mapping) {
+    ThrowFreed(env, address);
+    return Napi::Value();
+  }
+  return NewBuffer(env, mapping);
+}
+
+// mapRelease(address, buffer?): detaches buffer, drops the registry's reference.
+// Releasing an address the registry no longer holds is not an error, so
+// teardown paths may call it freely.
+Napi::Value MapRelease(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t address;
+  if (!ToUint(env, info[0], "address", &address)) return Napi::Value();
+  Napi::Value buffer = info[1];
+  if (!buffer.IsUndefined()) {
+    if (!buffer.IsArrayBuffer()) {
+      ThrowTypeError(env, "buffer must be an ArrayBuffer (or undefined)");
+      return Napi::Value();
+    }
+    Napi::ArrayBuffer ab = buffer.As<Napi::ArrayBuffer>();
+    if (ab.ByteLength() != 0 && reinterpret_cast<uintptr_t>(ab.Data()) != address) {
+      ThrowRangeError(env, "buffer is not over the mapping at " + Hex(address));
+      return Napi::Value();
+    }
+    if (ab.ByteLength() != 0) {
+      napi_status status = napi_detach_arraybuffer(env, ab);
+      if (status != napi_ok) {
+        if (!env.IsExceptionPending()) ThrowTypeError(env, "cannot detach the ArrayBuffer over " + Hex(address));
+        return Napi::Value();
+      }
+    }
+  }
+  // Dropped outside the registry lock: this may munmap.
+  MappingRef released = Registry::Get().Release(address);
+  return env.Undefined();
+}
+
+// The still-mapped mapping holding [address, address + length), or null. A
+// range that starts inside one mapping but runs past its end is a RangeError.
+MappingRef FindRange(Napi::Env env, uint64_t address, uint64_t length, bool* range_error) {
+  *range_error = false;
+  MappingRef mapping = Registry::Get().FindMapped(address);
+  if (!mapping) return nullptr;
+  const uint64_t start = reinterpret_cast<uintptr_t>(mapping->base);
+  if (address + length - start > mapping->mapped) {
+    *range_error = true;
+    ThrowRangeError(env, "range " + Hex(address) + "+" + std::to_string(length) +
+                             " runs past the end of the mapping at " + Hex(start) + " (" +
+                             std::to_string(mapping->mapped) + " bytes)");
+    return nullptr;
+  }
+  return mapping;
+}
+
+// dropRange(address, length) -> boolean: the next access to these pages
+// faults MISSING again. Works on a released mapping some buffer still holds;
+// answers false, dropping nothing, once no mapping holds the range any more
+// (the pages are gone already, and the address may belong to someone else).
+Napi::Value DropRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint64_t page = PageSize();
+  uint64_t address, length;
+  if (!ToPageAddress(env, info[0], "address", page, &address) ||
+      !ToPageLength(env, info[1], "length", page, &length)) {
+    return Napi::Value();
+  }
+  bool range_error;
+  MappingRef mapping = FindRange(env, address, length, &range_error);  // held across madvise: no munmap under it
+  if (range_error) return Napi::Value();
+  if (!mapping) return Napi::Boolean::New(env, false);
+  if (madvise(reinterpret_cast<void*>(address), length, MADV_DONTNEED) != 0) {
+    ThrowSyscallError(env, errno, "madvise(MADV_DONTNEED)",
+                      "cannot drop " + std::to_string(length) + " bytes at " + Hex(address));
+    return Napi::Value();
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// readOut(address, length, dst, dstOffset): copies bytes out of a mapping
+// (released or not, while still mapped). A non-resident page faults: the pager
+// must only read pages it knows are present, or it waits for itself.
+Napi::Value ReadOut(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t address, length, offset;
+  ViewBytes dst;
+  if (!ToUint(env, info[0], "address", &address) || !ToUint(env, info[1], "length", &length) ||
+      !ToViewBytes(env, info[2], "dst", &dst) || !ToUint(env, info[3], "dstOffset", &offset) ||
+      !CheckViewRange(env, "dst", offset, length, dst.length)) {
+    return Napi::Value();
+  }
+  if (length == 0) return env.Undefined();
+  bool range_error;
+  MappingRef mapping = FindRange(env, address, length, &range_error);  // held across memcpy: no munmap under it
+  if (range_error) return Napi::Value();
+  if (!mapping) {
+    ThrowFreed(env, address);
+    return Napi::Value();
+  }
+  std::memcpy(dst.data + offset, reinterpret_cast<const void*>(address), length);
+  return env.Undefined();
+}
+
+}  // namespace
+
+void RegisterMapping(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapCreate", Napi::Function::New(env, MapCreate, "mapCreate"));
+  exports.Set("mapAttach", Napi::Function::New(env, MapAttach, "mapAttach"));
+  exports.Set("mapRelease", Napi::Function::New(env, MapRelease, "mapRelease"));
+  exports.Set("dropRange", Napi::Function::New(env, DropRange, "dropRange"));
+  exports.Set("readOut", Napi::Function::New(env, ReadOut, "readOut"));
+}
+
+}  // namespace farmem
