@@ -294,7 +294,8 @@ export class FarMemory extends EventEmitter {
       const waiter = this.pending.get(message.seq);
       if (!waiter) return;
       this.pending.delete(message.seq);
-      if (this.pending.size === 0) this.worker.unref();
+      // While closing, the thread stays referenced until it has exited: close() waits for that.
+      if (this.pending.size === 0 && !this.closing) this.worker.unref();
       if (message.ok) waiter.resolve(message.value);
       else waiter.reject(FarmemError.fromJSON(message.error));
     } else if (message.kind === 'event') {

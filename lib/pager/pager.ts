@@ -292,22 +292,27 @@ export class Pager {
     const address = region.base + page * PAGE_SIZE;
     switch (table.get(page)) {
       case PageState.Untouched: {
+        // State and counters change before the ioctl that wakes the thread, so it sees them.
+        region.stats[C.zeroFills]++;
         if (write || !this.writeProtect) {
           // A write (or a kernel without uffd-wp, where writes to a zero page would go unseen) needs a real page.
           const frame = this.takeFrame(region, page);
-          if (frame < 0) return this.defer(region, page, Deferred.WriteMissing);
-          this.uffd!.copy(address, ZERO_PAGE, 0, PAGE_SIZE, 0);
+          if (frame < 0) {
+            region.stats[C.zeroFills]--;
+            return this.defer(region, page, Deferred.WriteMissing);
+          }
           table.frame[page] = frame;
           table.move(page, PageState.Dirty);
+          this.publish(region);
+          this.uffd!.copy(address, ZERO_PAGE, 0, PAGE_SIZE, 0);
         } else {
           // The shared zero page, write-protected so the first write is seen. No frame, no network.
+          table.move(page, PageState.ZeroMapped);
+          this.publish(region);
           this.uffd!.zeropage(address, PAGE_SIZE, true);
           this.uffd!.writeProtect(address, PAGE_SIZE, true, true);
           this.uffd!.wake(address, PAGE_SIZE);
-          table.move(page, PageState.ZeroMapped);
         }
-        region.stats[C.zeroFills]++;
-        this.publish(region);
         return;
       }
       case PageState.Remote: {
@@ -337,10 +342,10 @@ export class Pager {
         if (frame < 0) return this.defer(region, page, write ? Deferred.WriteMissing : Deferred.ReadMissing);
         const copy = this.writeCopies.get(region.id * KEY_SPAN + page)!;
         const wp = this.writeProtect && !write;
-        this.uffd!.copy(address, copy.data, copy.offset, PAGE_SIZE, wp ? COPY_WP : 0);
         table.frame[page] = frame;
         table.move(page, wp ? PageState.Clean : PageState.Dirty);
         this.publish(region);
+        this.uffd!.copy(address, copy.data, copy.offset, PAGE_SIZE, wp ? COPY_WP : 0);
         return;
       }
       default:
@@ -355,16 +360,12 @@ export class Pager {
     switch (table.get(page)) {
       case PageState.Clean:
         this.frames.referenced[table.frame[page]] = 1;
-        this.uffd!.writeProtect(address, PAGE_SIZE, false, false);
-        table.move(page, PageState.Dirty);
         break;
       case PageState.ZeroMapped: {
         // The write will copy the zero page into a real one: that needs a frame.
         const frame = this.takeFrame(region, page);
         if (frame < 0) return this.defer(region, page, Deferred.WriteProtect);
         table.frame[page] = frame;
-        this.uffd!.writeProtect(address, PAGE_SIZE, false, false);
-        table.move(page, PageState.Dirty);
         break;
       }
       default:
@@ -372,8 +373,10 @@ export class Pager {
         this.uffd!.wake(address, PAGE_SIZE);
         return;
     }
+    table.move(page, PageState.Dirty);
     region.stats[C.writeFaults]++;
     this.publish(region);
+    this.uffd!.writeProtect(address, PAGE_SIZE, false, false);
   }
 
   private defer(region: PagerRegion, page: number, kind: Deferred): void {
@@ -496,13 +499,6 @@ export class Pager {
       while (runStart + runLength < count && (!this.writeProtect || table.wantsWrite[firstPage + runLength] === 1) === writable) {
         runLength++;
       }
-      this.uffd!.copy(
-        region.base + firstPage * PAGE_SIZE,
-        src,
-        srcOffset + runStart * PAGE_SIZE,
-        runLength * PAGE_SIZE,
-        writable ? 0 : COPY_WP,
-      );
       for (let p = firstPage; p < firstPage + runLength; p++) {
         table.move(p, writable ? PageState.Dirty : PageState.Clean);
         table.wantsWrite[p] = 0;
@@ -520,10 +516,18 @@ export class Pager {
           this.frames.referenced[table.frame[p]] = 1;
         }
       }
+      region.stats[C.bytesFetched] += runLength * PAGE_SIZE;
+      this.publish(region);
+      // Last: this wakes the threads waiting on these pages, who may read the counters at once.
+      this.uffd!.copy(
+        region.base + firstPage * PAGE_SIZE,
+        src,
+        srcOffset + runStart * PAGE_SIZE,
+        runLength * PAGE_SIZE,
+        writable ? 0 : COPY_WP,
+      );
       runStart += runLength;
     }
-    region.stats[C.bytesFetched] += count * PAGE_SIZE;
-    this.publish(region);
     if (this.deferred.length > 0) this.retryDeferred();
   }
 

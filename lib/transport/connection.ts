@@ -172,7 +172,7 @@ export class Connection {
       else this.queue.push(req);
       return;
     }
-    this.write(req);
+    this.write(req, urgent);
   }
 
   get pending(): number {
@@ -201,9 +201,10 @@ export class Connection {
     this.socket?.end();
   }
 
-  private write(req: Request): void {
+  /** Urgent requests go to the kernel at once; others are corked and leave together at the end of the tick. */
+  private write(req: Request, urgent = false): void {
     const socket = this.socket!;
-    if (!this.corked) {
+    if (!urgent && !this.corked) {
       this.corked = true;
       socket.cork();
       process.nextTick(() => {
