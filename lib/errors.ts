@@ -16,7 +16,6 @@ export type FarmemErrorCode =
   | 'FARMEM_PROTOCOL' // a malformed frame, wrong magic or version
   | 'FARMEM_NO_SUCH_REGION' // a region id the node does not know in this namespace
   | 'FARMEM_OUT_OF_RANGE' // pages past the end of a region
-  | 'FARMEM_TIMEOUT' // a request or a node timed out
   | 'FARMEM_PAGER_DIED'; // the pager thread exited unexpectedly
 
 export interface FarmemErrorDetails {
