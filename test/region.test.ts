@@ -122,6 +122,21 @@ describe('Region', () => {
     expect(readahead.remoteFetches).toBeLessThan(none.remoteFetches / 4);
   });
 
+  it('fills never-written pages ahead of a sequential writer, without the network', async () => {
+    const region = await fm.allocate(8 * MiB, { prefetch: 'readahead' });
+    const words = new Uint32Array(region.buffer);
+    for (let i = 0; i < words.length; i++) words[i] = i + 1;
+    const s = region.stats();
+    expect(s.zeroFills).toBe(2048);
+    expect(s.faults).toBeLessThan(2048 / 8);
+    expect(s.bytesFetched).toBe(0);
+    await region.evict();
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] !== i + 1) throw new Error(`word ${i}: ${words[i]}`);
+    }
+    await region.free();
+  });
+
   it('detaches the buffer on free and refuses further use', async () => {
     const region = await fm.allocate(1 * MiB);
     const view = new Uint8Array(region.buffer);

@@ -1,23 +1,34 @@
 // The local frame table: one entry per page of the local budget. A page holds a frame while it is
-// Fetching, Clean or Dirty. The CLOCK hand sweeps it for victims. Runs on the pager thread.
+// Fetching, Clean or Dirty. Victims come from a second-chance queue in the order frames were filled
+// (CLOCK over insertion order). Runs on the pager thread.
 
 export class FrameTable {
   /** Region id owning the frame, or -1 when free. */
   readonly region: Int32Array;
   readonly page: Int32Array;
-  /** Second-chance bit: set when a fault touches the page, cleared by the passing hand. */
+  /** Second-chance bit: set when a fault touches the page, cleared when the hand passes it. */
   readonly referenced: Uint8Array;
+  /** Bumped on every take, so a queue entry left by an earlier owner of the frame is recognised as stale. */
+  private readonly epoch: Uint32Array;
   private readonly freeStack: Int32Array;
   private freeTop: number;
-  hand = 0;
+  // The queue, oldest first: a ring of (frame, epoch) entries. Frames released by the hand leave it when
+  // popped; frames released otherwise (a freed region) leave stale entries that the hand skips.
+  private readonly ringFrame: Int32Array;
+  private readonly ringEpoch: Uint32Array;
+  private ringHead = 0;
+  private ringCount = 0;
 
   constructor(readonly size: number) {
     this.region = new Int32Array(size).fill(-1);
     this.page = new Int32Array(size);
     this.referenced = new Uint8Array(size);
+    this.epoch = new Uint32Array(size);
     this.freeStack = new Int32Array(size);
     for (let i = 0; i < size; i++) this.freeStack[i] = size - 1 - i;
     this.freeTop = size;
+    this.ringFrame = new Int32Array(2 * size);
+    this.ringEpoch = new Uint32Array(2 * size);
   }
 
   get free(): number {
@@ -28,13 +39,15 @@ export class FrameTable {
     return this.size - this.freeTop;
   }
 
-  /** Takes a free frame for (region, page); -1 when none is free. */
+  /** Takes a free frame for (region, page) and queues it as the newest; -1 when none is free. */
   take(region: number, page: number, referenced: boolean): number {
     if (this.freeTop === 0) return -1;
     const frame = this.freeStack[--this.freeTop];
     this.region[frame] = region;
     this.page[frame] = page;
     this.referenced[frame] = referenced ? 1 : 0;
+    this.epoch[frame] = (this.epoch[frame] + 1) >>> 0;
+    this.enqueue(frame);
     return frame;
   }
 
@@ -42,5 +55,52 @@ export class FrameTable {
     if (this.region[frame] < 0) throw new Error(`frame ${frame} released twice (a pager bug)`);
     this.region[frame] = -1;
     this.freeStack[this.freeTop++] = frame;
+  }
+
+  /** Removes and returns the oldest frame in use; -1 when none is. */
+  popOldest(): number {
+    while (this.ringCount > 0) {
+      const slot = this.ringHead;
+      this.ringHead = slot + 1 === this.ringFrame.length ? 0 : slot + 1;
+      this.ringCount--;
+      const frame = this.ringFrame[slot];
+      if (this.region[frame] >= 0 && this.ringEpoch[slot] === this.epoch[frame]) return frame;
+    }
+    return -1;
+  }
+
+  /** Puts a popped frame back as the newest: its second chance, or a page still in flight. */
+  requeue(frame: number): void {
+    this.enqueue(frame);
+  }
+
+  private enqueue(frame: number): void {
+    const capacity = this.ringFrame.length;
+    if (this.ringCount === capacity) this.compact();
+    const slot = (this.ringHead + this.ringCount) % capacity;
+    this.ringFrame[slot] = frame;
+    this.ringEpoch[slot] = this.epoch[frame];
+    this.ringCount++;
+  }
+
+  /** Drops stale entries, keeping order. At most `size` entries are live, so this frees half the ring. */
+  private compact(): void {
+    const capacity = this.ringFrame.length;
+    let kept = 0;
+    const frames = new Int32Array(this.size);
+    const epochs = new Uint32Array(this.size);
+    for (let i = 0; i < this.ringCount; i++) {
+      const slot = (this.ringHead + i) % capacity;
+      const frame = this.ringFrame[slot];
+      if (this.region[frame] >= 0 && this.ringEpoch[slot] === this.epoch[frame]) {
+        frames[kept] = frame;
+        epochs[kept] = this.ringEpoch[slot];
+        kept++;
+      }
+    }
+    this.ringFrame.set(frames.subarray(0, kept), 0);
+    this.ringEpoch.set(epochs.subarray(0, kept), 0);
+    this.ringHead = 0;
+    this.ringCount = kept;
   }
 }

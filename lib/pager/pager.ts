@@ -66,9 +66,6 @@ const enum Deferred {
   WriteProtect = 2,
 }
 
-const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
-/** frames.referenced value of a frame already picked by the current eviction pass. */
-const CHOSEN = 2;
 const KEY_SPAN = 2 ** 31;
 
 export class Pager {
@@ -87,6 +84,8 @@ export class Pager {
   private readonly lowFrames: number;
   private readonly maxPrefetchPages: number;
   private prefetchInflight = 0;
+  /** Zeros to copy from: one request's worth of pages. */
+  private readonly zeros: Buffer;
   /** Faults that found no free frame (every frame in flight); retried when fetches land. */
   private deferred: number[] = [];
   // Per fault batch: pages to fetch, as keys region*2^31+page.
@@ -107,6 +106,7 @@ export class Pager {
     this.highFrames = Math.max(1, Math.floor(frameCount * options.evictHighWater));
     this.lowFrames = Math.max(0, Math.floor(frameCount * options.evictLowWater));
     this.maxPrefetchPages = Math.max(0, Math.floor(frameCount * options.maxPrefetchFraction));
+    this.zeros = Buffer.alloc(options.maxRequestPages * PAGE_SIZE);
     this.transport = new Transport(
       {
         nodes: options.nodes,
@@ -304,7 +304,7 @@ export class Pager {
           table.frame[page] = frame;
           table.move(page, PageState.Dirty);
           this.publish(region);
-          this.uffd!.copy(address, ZERO_PAGE, 0, PAGE_SIZE, 0);
+          this.uffd!.copy(address, this.zeros, 0, PAGE_SIZE, 0);
         } else {
           // The shared zero page, write-protected so the first write is seen. No frame, no network.
           table.move(page, PageState.ZeroMapped);
@@ -313,6 +313,7 @@ export class Pager {
           this.uffd!.writeProtect(address, PAGE_SIZE, true, true);
           this.uffd!.wake(address, PAGE_SIZE);
         }
+        this.askPolicy(region, page, write, false, now);
         return;
       }
       case PageState.Remote: {
@@ -409,14 +410,18 @@ export class Pager {
     }
     if (!ranges) return;
     const table = region.table;
+    const untouched: number[] = [];
     for (const [first, count] of ranges) {
       const start = Math.max(0, Math.floor(first));
       const end = Math.min(region.pages, Math.floor(first + count));
       for (let p = start; p < end && this.prefetchInflight < this.maxPrefetchPages; p++) {
-        if (table.get(p) !== PageState.Remote) continue;
-        // A prefetch may use a free frame, or evict; but it never waits for one.
-        const frame = this.takeFrame(region, p);
-        if (frame < 0) return;
+        const state = table.get(p);
+        // Zero-filled guesses are bounded like fetched ones, so a guess is not evicted before its use.
+        if (state === PageState.Untouched && untouched.length < this.maxPrefetchPages) untouched.push(p);
+        if (state !== PageState.Remote) continue;
+        // A prefetch takes only a free frame: a guess never pushes out a page that is resident.
+        const frame = this.frames.take(region.id, p, true);
+        if (frame < 0) break;
         table.frame[p] = frame;
         table.move(p, PageState.Fetching);
         table.wantsWrite[p] = 0;
@@ -427,6 +432,40 @@ export class Pager {
         this.prefetch.push(region.id * KEY_SPAN + p);
       }
     }
+    if (untouched.length > 0) this.zeroAhead(region, untouched.sort((a, b) => a - b), write);
+  }
+
+  /**
+   * Never-written pages inside a predicted stream, installed ahead of their faults without network:
+   * writable zeros when a write led the stream (as each would be on its own first write), else
+   * write-protected zero pages that take no frame.
+   */
+  private zeroAhead(region: PagerRegion, pages: number[], write: boolean): void {
+    const table = region.table;
+    if (!write || !this.writeProtect) {
+      if (!this.writeProtect) return;
+      forEachRun(pages, Infinity, this.options.maxRequestPages, (first, count) => {
+        for (let p = first; p < first + count; p++) table.move(p, PageState.ZeroMapped);
+        region.stats[C.zeroFills] += count;
+        const address = region.base + first * PAGE_SIZE;
+        this.uffd!.zeropage(address, count * PAGE_SIZE, true);
+        this.uffd!.writeProtect(address, count * PAGE_SIZE, true, true);
+      });
+      return;
+    }
+    // Only free frames, as for any prefetch. (Evicting here could also pick one of these pages, marked
+    // dirty but not yet installed, and read it out of an empty mapping.)
+    const granted = Math.min(pages.length, this.frames.free);
+    if (granted === 0) return;
+    for (let i = 0; i < granted; i++) {
+      table.frame[pages[i]] = this.frames.take(region.id, pages[i], true);
+      table.move(pages[i], PageState.Dirty);
+    }
+    region.stats[C.zeroFills] += granted;
+    this.publish(region);
+    forEachRun(pages.slice(0, granted), Infinity, this.options.maxRequestPages, (first, count) => {
+      this.uffd!.copy(region.base + first * PAGE_SIZE, this.zeros, 0, count * PAGE_SIZE, 0);
+    });
   }
 
   /** Sends this batch's fetches: neighbouring pages of one stripe coalesce into one request. */
@@ -547,27 +586,24 @@ export class Pager {
     if (this.frames.used > this.highFrames) this.evict(this.frames.used - this.lowFrames);
   }
 
-  /** Second chance (CLOCK): frees up to `wanted` frames; clean pages go without network. */
+  /** Second chance over fill order: frees up to `wanted` frames; clean pages go without network. */
   private evict(wanted: number): void {
     const frames = this.frames;
     const victims: number[] = [];
-    let scanned = 0;
-    const limit = 2 * frames.size;
-    while (victims.length < wanted && scanned < limit) {
-      const f = frames.hand;
-      frames.hand = f + 1 === frames.size ? 0 : f + 1;
-      scanned++;
+    // Two passes over the queue at most: the first may only clear second-chance bits.
+    let budget = 2 * frames.used;
+    while (victims.length < wanted && budget-- > 0) {
+      const f = frames.popOldest();
+      if (f < 0) break;
       const regionId = frames.region[f];
-      if (regionId < 0 || frames.referenced[f] === CHOSEN) continue;
-      const region = this.regions.get(regionId)!;
-      const state = region.table.get(frames.page[f]);
-      if (state !== PageState.Clean && state !== PageState.Dirty) continue;
-      if (frames.referenced[f]) {
+      const state = this.regions.get(regionId)!.table.get(frames.page[f]);
+      if ((state !== PageState.Clean && state !== PageState.Dirty) || frames.referenced[f]) {
+        // In flight, or touched since the hand last passed: back of the queue.
         frames.referenced[f] = 0;
+        frames.requeue(f);
         continue;
       }
-      // The hand may pass this frame again before the victims are dropped: don't pick it twice.
-      frames.referenced[f] = CHOSEN;
+      // Popped and not requeued: it cannot be picked twice before it is dropped below.
       victims.push(regionId * KEY_SPAN + frames.page[f]);
     }
     if (victims.length === 0) return;
