@@ -20,7 +20,7 @@ Commands:
                  on a memory node it starts itself (or on --node)
       --budget SIZE     local budget (default 64MiB)
       --size SIZE       region size (default 4x the budget)
-      --updates N       random 8-byte updates (default 500000)
+      --updates N       random 8-byte updates (default 100000)
       --prefetch P      readahead | none (default readahead)
       --node HOST:PORT  use this memory node instead of an embedded one
       --token T         its token
@@ -114,7 +114,7 @@ async function runDemo(args: string[]): Promise<number> {
   const values = parse(args, {
     budget: { type: 'string', default: '64MiB' },
     size: { type: 'string' },
-    updates: { type: 'string', default: '500000' },
+    updates: { type: 'string', default: '100000' },
     prefetch: { type: 'string', default: 'readahead' },
     node: { type: 'string' },
     token: { type: 'string', default: '' },
