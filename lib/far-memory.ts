@@ -11,7 +11,7 @@ import {
   fractionOption,
   intOption,
   parseNodeAddress,
-  rejectUnknown,
+  checkOptionNames,
   sizeOption,
   stringOption,
 } from './options';
@@ -90,7 +90,7 @@ function validatePrefetch(name: string, value: unknown, fallback: string): strin
 
 function resolveOptions(options: FarMemoryOptions, caps: Capabilities): PagerOptions & { prefetch: string } {
   if (!options || typeof options !== 'object') throw invalidOption('options', options, 'an object with at least { nodes }');
-  rejectUnknown('FarMemory.open', options, OPTION_NAMES);
+  checkOptionNames(options, OPTION_NAMES, 'FarMemory.open()');
   if (!Array.isArray(options.nodes) || options.nodes.length === 0) {
     throw invalidOption('nodes', options.nodes, "a non-empty array of 'host:port' strings");
   }
@@ -204,7 +204,7 @@ export class FarMemory extends EventEmitter {
   /** Allocates a region of `size` bytes (a number or a string like '512MiB'). */
   async allocate(size: number | string, options: AllocateOptions = {}): Promise<Region> {
     this.assertOpen();
-    rejectUnknown('allocate', options, ['prefetch', 'prefetchOptions']);
+    checkOptionNames(options, ['prefetch', 'prefetchOptions'], 'allocate()');
     const bytes = sizeOption('size', size, 0, 1);
     if (bytes > MAX_REGION_BYTES) throw invalidOption('size', size, `at most ${MAX_REGION_BYTES} bytes`);
     const prefetch = validatePrefetch('prefetch', options.prefetch, this.defaultPrefetch);

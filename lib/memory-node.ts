@@ -9,10 +9,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FarmemError, invalidOption } from './errors';
+import { checkOptionNames } from './options';
 import {
   MemoryNodeServer,
   SERVER_OPTION_DEFAULTS,
-  checkOptionNames,
   resolveServerOptions,
   type MemoryNodeStats,
   type ResolvedServerOptions,

@@ -2,20 +2,8 @@
 import { FarmemError, invalidOption } from './errors';
 import { parseSize } from './units';
 
-export function rejectUnknown(what: string, options: object, known: readonly string[]): void {
-  for (const name of Object.keys(options)) {
-    if (known.includes(name)) continue;
-    const near = known.find((k) => editDistance(k.toLowerCase(), name.toLowerCase()) <= 2);
-    throw new FarmemError(
-      'FARMEM_INVALID_OPTION',
-      `${what}: unknown option '${name}'${near ? ` — did you mean '${near}'?` : ''} (known: ${known.join(', ')})`,
-      { option: name },
-    );
-  }
-}
-
 function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let diagonal = row[0];
     row[0] = i;
@@ -26,6 +14,34 @@ function editDistance(a: string, b: string): number {
     }
   }
   return row[b.length];
+}
+
+/**
+ * Throws FARMEM_INVALID_OPTION unless `options` is undefined or a plain object whose keys are all in
+ * `known`; a near miss is named ("unknown option 'capacty' — did you mean 'capacity'?").
+ */
+export function checkOptionNames(options: unknown, known: readonly string[], what: string): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw invalidOption(what, options, 'an object of options or undefined');
+  }
+  for (const name of Object.keys(options)) {
+    if (known.includes(name)) continue;
+    let best = '';
+    let bestDistance = Infinity;
+    for (const candidate of known) {
+      const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
+      if (distance < bestDistance) {
+        best = candidate;
+        bestDistance = distance;
+      }
+    }
+    const hint =
+      bestDistance <= Math.max(2, Math.floor(best.length / 3))
+        ? ` — did you mean '${best}'?`
+        : ` — known options: ${known.join(', ')}`;
+    throw new FarmemError('FARMEM_INVALID_OPTION', `unknown option '${name}' for ${what}${hint}`, { option: name });
+  }
 }
 
 export function intOption(name: string, value: unknown, fallback: number, min: number, max: number): number {

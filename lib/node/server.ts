@@ -11,6 +11,7 @@ import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { FarmemError, invalidOption } from '../errors';
+import { checkOptionNames } from '../options';
 import { parseSize } from '../units';
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -88,48 +89,6 @@ const MAX_CAPACITY_PAGES = 2 ** 31 - 1;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MIN_MAX_FRAME_BYTES = READ_OK_DATA_OFFSET + PAGE_SIZE;
 const MAX_MAX_FRAME_BYTES = READ_OK_DATA_OFFSET + 65536 * PAGE_SIZE;
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return row[b.length];
-}
-
-/**
- * Throws FARMEM_INVALID_OPTION unless `options` is undefined or a plain object whose keys are all in
- * `known`; a near miss is named ("unknown option 'capacty' — did you mean 'capacity'?").
- */
-export function checkOptionNames(options: unknown, known: readonly string[], what: string): void {
-  if (options === undefined) return;
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw invalidOption(what, options, 'an object of options or undefined');
-  }
-  for (const name of Object.keys(options)) {
-    if (known.includes(name)) continue;
-    let best = '';
-    let bestDistance = Infinity;
-    for (const candidate of known) {
-      const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
-      if (distance < bestDistance) {
-        best = candidate;
-        bestDistance = distance;
-      }
-    }
-    const hint =
-      bestDistance <= Math.max(2, Math.floor(best.length / 3))
-        ? ` — did you mean '${best}'?`
-        : ` — known options: ${known.join(', ')}`;
-    throw new FarmemError('FARMEM_INVALID_OPTION', `unknown option '${name}' for ${what}${hint}`, { option: name });
-  }
-}
 
 function integerOption(name: string, value: unknown, min: number, max: number, expected: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
