@@ -14,6 +14,7 @@ import {
   MemoryNodeServer,
   SERVER_OPTION_DEFAULTS,
   resolveServerOptions,
+  type MemoryNodeServerOptions,
   type MemoryNodeStats,
   type ResolvedServerOptions,
 } from './node/server';
@@ -21,21 +22,8 @@ import type { FromMemoryNodeWorker, MemoryNodeWorkerData, ToMemoryNodeWorker } f
 
 export type { MemoryNodeStats } from './node/server';
 
-export interface MemoryNodeOptions {
-  /** Address to listen on. Default '127.0.0.1'; '0.0.0.0' serves other machines. */
-  host?: string;
-  /** TCP port; 0 picks a free one (read it from `port`). Default 0. */
-  port?: number;
-  /** Bytes of pages the node holds for all clients together: a number or a size such as '4GiB'. Default '1GiB'. */
-  capacity?: number | string;
-  /** Shared secret every client must present; '' accepts any client. Default ''. */
-  token?: string;
-  /** Largest frame accepted or sent, in bytes. Default 4194336 (room for a 1024-page read). */
-  maxFrameBytes?: number;
-  /** Close a connection that stalls mid-frame, or never says HELLO, for this long; 0 disables. Default 30000. */
-  idleTimeoutMs?: number;
-  /** Free a client's pages once it has had no connection for this long; 0 keeps them forever. Default 60000. */
-  orphanTimeoutMs?: number;
+/** The server's options (see MemoryNodeServerOptions; `slabPages` is internal) and where it runs. */
+export interface MemoryNodeOptions extends Omit<MemoryNodeServerOptions, 'slabPages'> {
   /** Serve on the calling thread instead of a worker thread. Default false. */
   inline?: boolean;
 }

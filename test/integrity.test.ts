@@ -34,39 +34,45 @@ function verify(words: Uint32Array, lanes: Uint32Array[], when: string): void {
   if (bad > 0) throw new Error(`${when}: ${bad} words differ, first at word ${first} (page ${Math.floor((first * 4) / 4096)})`);
 }
 
-it('keeps every byte of a region 16x the budget under concurrent random writes from two threads', async () => {
-  const region = await fm.allocate(SIZE, { prefetch: 'readahead' });
+/**
+ * Random writes to `region` from two threads at once, on the same pages: a worker writes the odd words,
+ * this thread the even ones. Returns what each lane holds, for verify().
+ */
+async function writeFromTwoThreads(region: { buffer: ArrayBuffer; handle(): unknown }, writes: number, seeds: [number, number]): Promise<Uint32Array[]> {
   const words = new Uint32Array(region.buffer);
   const lanes = 2;
   const slots = words.length / lanes;
   const mainExpected = new Uint32Array(slots);
   const workerExpected = new Uint32Array(new SharedArrayBuffer(slots * 4));
-
-  // Lane 1: a worker thread. Lane 0: this thread, at the same time, on the same pages.
   const worker = new Worker(path.join(FIXTURES, 'random-writer.cjs'), {
-    workerData: { handle: region.handle(), expected: workerExpected.buffer, lane: 1, lanes, writes: 40_000, seed: 0x9e3779b9 },
+    workerData: { handle: region.handle(), expected: workerExpected.buffer, lane: 1, lanes, writes, seed: seeds[1] },
   });
   const workerDone = new Promise((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
   });
-  let x = 0x2545f491;
-  for (let k = 0; k < 40_000; k++) {
+  let x = seeds[0];
+  for (let k = 0; k < writes; k++) {
     x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
     const slot = x % slots;
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    words[slot * lanes] = x;
-    mainExpected[slot] = x;
+    words[slot * lanes] = k;
+    mainExpected[slot] = k;
   }
   await workerDone;
   await worker.terminate();
+  return [mainExpected, workerExpected];
+}
+
+it('keeps every byte of a region 16x the budget under concurrent random writes from two threads', async () => {
+  const region = await fm.allocate(SIZE, { prefetch: 'readahead' });
+  const words = new Uint32Array(region.buffer);
+  const expected = await writeFromTwoThreads(region, 40_000, [0x2545f491, 0x9e3779b9]);
 
   const during = region.stats();
   expect(during.evictions).toBeGreaterThan(1000);
   expect(during.writebacks).toBeGreaterThan(1000);
   expect(during.residentBytes + during.inflightBytes).toBeLessThanOrEqual(BUDGET);
 
-  const expected = [mainExpected, workerExpected];
   await region.flush();
   expect(region.stats().dirtyBytes).toBe(0);
   verify(words, expected, 'after flush');
@@ -83,28 +89,9 @@ it('loses no write made to a page while it is being evicted', async () => {
   try {
     const region = await client.allocate(4 * MiB, { prefetch: 'none' });
     const words = new Uint32Array(region.buffer);
-    const lanes = 2;
-    const slots = words.length / lanes;
-    const workerExpected = new Uint32Array(new SharedArrayBuffer(slots * 4));
-    const mainExpected = new Uint32Array(slots);
-    const worker = new Worker(path.join(FIXTURES, 'random-writer.cjs'), {
-      workerData: { handle: region.handle(), expected: workerExpected.buffer, lane: 1, lanes, writes: 30_000, seed: 77 },
-    });
-    const workerDone = new Promise((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    });
-    let x = 12345;
-    for (let k = 0; k < 30_000; k++) {
-      x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-      const slot = x % slots;
-      words[slot * lanes] = k;
-      mainExpected[slot] = k;
-    }
-    await workerDone;
-    await worker.terminate();
+    const expected = await writeFromTwoThreads(region, 30_000, [12345, 77]);
     await region.evict();
-    verify(words, [mainExpected, workerExpected], 'after eviction races');
+    verify(words, expected, 'after eviction races');
     await region.free();
   } finally {
     await client.close();
