@@ -223,11 +223,10 @@ export class Pager {
     const region = this.mustRegion(id);
     this.writeBack(region, this.pagesInState(region, PageState.Dirty), true);
     this.dropClean(region, this.pagesInState(region, PageState.Clean));
-    const zero = this.pagesInState(region, PageState.ZeroMapped);
-    for (const page of zero) {
-      this.native.dropRange(region.base + page * PAGE_SIZE, PAGE_SIZE);
-      region.table.move(page, PageState.Untouched);
-    }
+    forEachRun(this.pagesInState(region, PageState.ZeroMapped), Infinity, Infinity, (first, count) => {
+      for (let p = first; p < first + count; p++) region.table.move(p, PageState.Untouched);
+      this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
+    });
     this.publish(region);
     await this.whenWritten(region);
   }
