@@ -100,6 +100,8 @@ export class Connection {
   private connectTimer: NodeJS.Timeout | null = null;
   private corked = false;
   maxFrameBytes = 0;
+  /** Why the last connection attempt or connection ended, for error messages. */
+  lastError = '';
 
   // Parser state for the byte stream; see onData.
   private parse = Parse.Header;
@@ -151,8 +153,9 @@ export class Connection {
       this.helloId = this.nextId();
       socket.write(encodeHello(this.helloId, this.options.namespaceKey, this.options.token));
     });
-    socket.on('error', () => {
-      /* 'close' follows and decides what happens. */
+    socket.on('error', (error: Error) => {
+      // 'close' follows and decides what happens; the cause is kept for the messages of open().
+      this.lastError = error.message;
     });
     socket.once('close', () => {
       if (this.socket !== socket) return;
@@ -192,13 +195,6 @@ export class Connection {
     this.failAll(error);
     this.socket?.destroy();
     this.socket = null;
-  }
-
-  /** Ends the connection after everything written so far has been sent. */
-  end(): void {
-    this.state = 'closed';
-    this.clearTimers();
-    this.socket?.end();
   }
 
   /** Urgent requests go to the kernel at once; others are corked and leave together at the end of the tick. */
@@ -325,6 +321,10 @@ export class Connection {
           this.frameLength = header.frameLength;
           this.frameType = header.type;
           this.frameRequestId = header.requestId;
+          if (this.state === 'connecting' && header.type !== FrameType.HelloOk && header.type !== FrameType.Error) {
+            this.protocolViolation('the peer does not answer HELLO as a farmem memory node does (is it one?)');
+            return;
+          }
           if (header.frameLength < HEADER_BYTES || (this.maxFrameBytes > 0 && header.frameLength > this.maxFrameBytes)) {
             this.protocolViolation(`bad frame length ${header.frameLength}`);
             return;

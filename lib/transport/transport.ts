@@ -153,11 +153,15 @@ export class Transport {
         }
         if (performance.now() - started > this.options.connectTimeoutMs) {
           this.fatalListener = null;
+          const causes = waiting
+            .map((l) => l.urgent.lastError || l.bulk.lastError)
+            .filter((cause) => cause !== '');
           reject(
             new FarmemError(
               'FARMEM_NODE_UNREACHABLE',
               `cannot reach memory node${waiting.length > 1 ? 's' : ''} ${waiting.map((l) => l.label).join(', ')} ` +
-                `within ${this.options.connectTimeoutMs} ms — is \`farmem node\` running there, and is the address right?`,
+                `within ${this.options.connectTimeoutMs} ms${causes.length > 0 ? ` (${causes.join('; ')})` : ''}` +
+                ` — is \`farmem node\` running there, and is the address right?`,
             ),
           );
           return;
