@@ -121,8 +121,9 @@ it('garbage on the wire: open fails with a clear error and the process lives on'
   const port = (garbage.address() as net.AddressInfo).port;
   try {
     const error = await FarMemory.open({ nodes: [`127.0.0.1:${port}`], connectTimeoutMs: 800 }).catch((e) => e);
-    expect(error.code).toMatch(/FARMEM_NODE_UNREACHABLE|FARMEM_PROTOCOL/);
+    expect(error.code).toBe('FARMEM_NODE_UNREACHABLE');
     expect(error.message).toMatch(new RegExp(String(port)));
+    expect(error.message).toMatch(/does not answer HELLO as a farmem memory node does/);
   } finally {
     garbage.close();
   }
