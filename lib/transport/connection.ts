@@ -102,6 +102,8 @@ export class Connection {
   maxFrameBytes = 0;
   /** Why the last connection attempt or connection ended, for error messages. */
   lastError = '';
+  /** Set while the client says goodbye: the node may end the connection, and that is no outage. */
+  retiring = false;
 
   // Parser state for the byte stream; see onData.
   private parse = Parse.Header;
@@ -217,6 +219,10 @@ export class Connection {
   private onClosed(): void {
     this.clearTimers();
     if (this.state === 'closed' || this.state === 'failed') return;
+    if (this.retiring) {
+      this.close();
+      return;
+    }
     const wasReady = this.state === 'ready';
     // Everything in flight goes back to the front of the queue, in order, to be resent.
     const resend = [...this.inflight.values()];

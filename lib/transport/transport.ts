@@ -271,6 +271,10 @@ export class Transport {
 
   /** Says goodbye to every reachable node (freeing this client's namespace there), then closes. */
   async close(graceMs = 1000): Promise<void> {
+    for (const link of this.links) {
+      link.urgent.retiring = true;
+      link.bulk.retiring = true;
+    }
     await Promise.race([
       Promise.allSettled(
         this.links.filter((l) => l.ready).map((l) => this.small(l.bulk, (id: number) => encodeBye(id), FrameType.Bye, [])),
