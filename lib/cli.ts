@@ -138,7 +138,8 @@ async function runDemo(args: string[]): Promise<number> {
     const n = words.length;
     const chunk = 1 << 20; // words per step between progress updates
     const bar = new SingleBar({ format: ' {phase} [{bar}] {percentage}% | {value}/{total} MiB | {rate} MB/s', hideCursor: true }, Presets.shades_classic);
-    const phases: Array<{ name: string; seconds: number; bytes: number }> = [];
+    // Each phase reports MB/s, except the random updates, whose rate is in updates per second.
+    const phases: Array<{ name: string; seconds: number; bytes: number; ops: number }> = [];
     const phase = async (name: string, total: number, step: (from: number, to: number) => void, unitBytes: number): Promise<void> => {
       const start = performance.now();
       bar.start(Math.ceil((total * unitBytes) / (1 << 20)), 0, { phase: name.padEnd(8), rate: '0' });
@@ -150,7 +151,7 @@ async function runDemo(args: string[]): Promise<number> {
         await yieldToLoop();
       }
       bar.stop();
-      phases.push({ name, seconds: (performance.now() - start) / 1000, bytes: total * unitBytes });
+      phases.push({ name, seconds: (performance.now() - start) / 1000, bytes: total * unitBytes, ops: total });
     };
 
     let expected = 0;
@@ -189,7 +190,8 @@ async function runDemo(args: string[]): Promise<number> {
     console.log('');
     console.log(ok ? `checksum verified: 0x${sum.toString(16).padStart(8, '0')}` : `CHECKSUM MISMATCH: got 0x${sum.toString(16)}, expected 0x${expected.toString(16)}`);
     for (const p of phases) {
-      console.log(`  ${p.name.padEnd(9)} ${p.seconds.toFixed(2).padStart(7)} s  ${(p.bytes / 1e6 / p.seconds).toFixed(0).padStart(6)} MB/s`);
+      const rate = p.name === 'update' ? `${(p.ops / p.seconds).toFixed(0).padStart(6)} updates/s` : `${(p.bytes / 1e6 / p.seconds).toFixed(0).padStart(6)} MB/s`;
+      console.log(`  ${p.name.padEnd(9)} ${p.seconds.toFixed(2).padStart(7)} s  ${rate}`);
     }
     const rows: Array<[string, string]> = [
       ['faults', String(s.faults)],
