@@ -228,6 +228,8 @@ function wrap(raw: NativeBinding): NativeBinding {
 
 /** Where the addon lies: from dist/cjs/native.js two levels up, from lib/native.ts one. */
 function addonPath(): string {
+  // FARMEM_NATIVE_ADDON=/abs/path/farmem_native.node loads that build instead (the sanitizer run uses it).
+  if (process.env.FARMEM_NATIVE_ADDON) return process.env.FARMEM_NATIVE_ADDON;
   const candidates = [
     path.join(__dirname, '..', '..', 'build', 'Release', 'farmem_native.node'),
     path.join(__dirname, '..', 'build', 'Release', 'farmem_native.node'),
