@@ -55,4 +55,12 @@ function permutation(n, seed = 0x2545f491) {
   return out;
 }
 
-module.exports = { ROOT, MiB, args, percentile, median, startNodeProcess, permutation };
+/** Runs a benchmark's async main; any failure is printed and the process exits 1. */
+function run(main) {
+  main().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
+
+module.exports = { ROOT, MiB, args, percentile, median, startNodeProcess, permutation, run };

@@ -4,7 +4,7 @@
 // Usage: node bench/fault-latency.js --node host:port [--pages 65536] [--samples 20000] [--benny]
 const b = require('benny');
 const { FarMemory } = require('../dist/cjs/index.js');
-const { MiB, args, percentile, permutation } = require('./common');
+const { args, percentile, permutation, run } = require('./common');
 
 async function main() {
   const opts = args({
@@ -78,7 +78,4 @@ async function main() {
   console.log(JSON.stringify(result));
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+run(main);

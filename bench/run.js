@@ -7,7 +7,7 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { ROOT, args, median, startNodeProcess } = require('./common');
+const { ROOT, args, median, run, startNodeProcess } = require('./common');
 
 function runJson(command, argv) {
   const result = spawnSync(command, argv, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
@@ -101,7 +101,4 @@ async function main() {
   console.log(row('sequential scan', s.scanGBps, s.plainScanGBps, s.referenceScanGBps, 'GB/s'));
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+run(main);

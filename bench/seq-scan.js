@@ -4,7 +4,7 @@
 // Usage: node bench/seq-scan.js --node host:port [--size 512MiB] [--budget 64MiB] [--passes 3] [--benny]
 const b = require('benny');
 const { FarMemory, parseSize } = require('../dist/cjs/index.js');
-const { args, median } = require('./common');
+const { args, median, run } = require('./common');
 
 function scan(view) {
   let sum = 0;
@@ -74,7 +74,4 @@ async function main() {
   console.log(JSON.stringify(result));
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+run(main);

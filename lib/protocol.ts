@@ -474,16 +474,25 @@ export interface PageData extends PageRange {
   dataOffset: number;
 }
 
-export function encodeRead(requestId: number, regionId: number, firstPage: number, pageCount: number): Buffer {
-  const buf = allocFrame(READ_BODY, FrameType.Read, requestId, regionId);
+// READ and WRITE_OK share a body: u64 firstPage, u32 pageCount.
+function encodePageRange(body: number, type: FrameType, requestId: number, regionId: number, firstPage: number, pageCount: number): Buffer {
+  const buf = allocFrame(body, type, requestId, regionId);
   writeU64(buf, firstPage, 16);
   buf.writeUInt32LE(pageCount, 24);
   return buf;
 }
 
-export function decodeRead(frame: Buffer): PageRange {
-  checkBodyLength(frame, READ_BODY, 'READ');
+function decodePageRange(frame: Buffer, body: number, what: string): PageRange {
+  checkBodyLength(frame, body, what);
   return { firstPage: readU64(frame, 16), pageCount: frame.readUInt32LE(24) };
+}
+
+export function encodeRead(requestId: number, regionId: number, firstPage: number, pageCount: number): Buffer {
+  return encodePageRange(READ_BODY, FrameType.Read, requestId, regionId, firstPage, pageCount);
+}
+
+export function decodeRead(frame: Buffer): PageRange {
+  return decodePageRange(frame, READ_BODY, 'READ');
 }
 
 /** Writes the 32-byte READ_OK prefix at `offset`; the pageCount pages follow it. */
@@ -544,15 +553,11 @@ export function decodeWrite(frame: Buffer): PageData {
 }
 
 export function encodeWriteOk(requestId: number, regionId: number, firstPage: number, pageCount: number): Buffer {
-  const buf = allocFrame(WRITE_OK_BODY, FrameType.WriteOk, requestId, regionId);
-  writeU64(buf, firstPage, 16);
-  buf.writeUInt32LE(pageCount, 24);
-  return buf;
+  return encodePageRange(WRITE_OK_BODY, FrameType.WriteOk, requestId, regionId, firstPage, pageCount);
 }
 
 export function decodeWriteOk(frame: Buffer): PageRange {
-  checkBodyLength(frame, WRITE_OK_BODY, 'WRITE_OK');
-  return { firstPage: readU64(frame, 16), pageCount: frame.readUInt32LE(24) };
+  return decodePageRange(frame, WRITE_OK_BODY, 'WRITE_OK');
 }
 
 // READ_OK and WRITE share a layout: u64 firstPage, u32 pageCount, u32 reserved, pages.
