@@ -133,6 +133,15 @@ function requireUserfaultfd(): Capabilities {
   if (caps.mode === 'unavailable') {
     throw new FarmemError('FARMEM_UFFD_UNAVAILABLE', `userfaultfd is not available: ${caps.reason}`, { errno: caps.errno });
   }
+  if (!caps.writeProtect) {
+    // Without it a write racing an eviction or a flush would be lost, so there is no degraded mode.
+    throw new FarmemError(
+      'FARMEM_FEATURE_MISSING',
+      `this kernel (${caps.kernelRelease}) does not offer userfaultfd write-protection of anonymous memory ` +
+        `(UFFD_FEATURE_PAGEFAULT_FLAG_WP, Linux 5.7 and later), which farmem needs to see writes: run on a newer kernel`,
+      { feature: 'UFFD_FEATURE_PAGEFAULT_FLAG_WP' },
+    );
+  }
   return caps;
 }
 

@@ -34,7 +34,7 @@ const LEGAL: readonly number[] = [
   /* Untouched  */ bit(PageState.ZeroMapped) | bit(PageState.Dirty),
   /* Remote     */ bit(PageState.Fetching),
   /* Fetching   */ bit(PageState.Clean) | bit(PageState.Dirty),
-  /* ZeroMapped */ bit(PageState.Dirty) | bit(PageState.Untouched),
+  /* ZeroMapped */ bit(PageState.Dirty) | bit(PageState.Untouched) | bit(PageState.Evicting),
   /* Clean      */ bit(PageState.Dirty) | bit(PageState.Remote) | bit(PageState.Evicting),
   /* Dirty      */ bit(PageState.Evicting) | bit(PageState.Clean),
   /* Evicting   */ bit(PageState.Remote) | bit(PageState.Clean) | bit(PageState.Dirty),

@@ -5,6 +5,7 @@
 // runs on that thread's event loop. It must never touch a non-resident page of its own regions, or it
 // would wait for itself; it reads region memory only through readOut() of pages it has just
 // write-protected, which are resident.
+import * as fs from 'node:fs';
 import { FarmemError } from '../errors';
 import { COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
 import { createPolicy, type PrefetchPolicy, type PrefetchRanges } from '../policies';
@@ -79,13 +80,14 @@ export class Pager {
   private sorted: PagerRegion[] = [];
   private lastHit: PagerRegion | null = null;
   private readonly writeCopies = new Map<number, WriteCopy>();
-  private readonly writeProtect: boolean;
   private readonly highFrames: number;
   private readonly lowFrames: number;
   private readonly maxPrefetchPages: number;
   private prefetchInflight = 0;
   /** Zeros to copy from: one request's worth of pages. */
   private readonly zeros: Buffer;
+  /** /proc/self/pagemap, to tell a zero-mapped page from one a racing writer made private; -1 if unreadable. */
+  private readonly pagemap: number;
   /** Faults that found no free frame (every frame in flight); retried when fetches land. */
   private deferred: number[] = [];
   // Per fault batch: pages to fetch, as keys region*2^31+page.
@@ -98,8 +100,6 @@ export class Pager {
     private readonly listener: PagerEvents,
   ) {
     this.native = loadNative();
-    const caps = this.native.probe();
-    this.writeProtect = caps.writeProtect;
     this.events = new Float64Array(options.faultBatch * 3);
     const frameCount = Math.floor(options.localBudget / PAGE_SIZE);
     this.frames = new FrameTable(frameCount);
@@ -107,6 +107,13 @@ export class Pager {
     this.lowFrames = Math.max(0, Math.floor(frameCount * options.evictLowWater));
     this.maxPrefetchPages = Math.max(0, Math.floor(frameCount * options.maxPrefetchFraction));
     this.zeros = Buffer.alloc(options.maxRequestPages * PAGE_SIZE);
+    let pagemap = -1;
+    try {
+      pagemap = fs.openSync('/proc/self/pagemap', 'r');
+    } catch {
+      // Without it, evict() writes every zero-mapped page back rather than guess (see privatelyWritten).
+    }
+    this.pagemap = pagemap;
     this.transport = new Transport(
       {
         nodes: options.nodes,
@@ -130,7 +137,8 @@ export class Pager {
     await this.transport.open();
     this.uffd = new this.native.Uffd({
       userModeOnly: this.options.userModeOnly,
-      writeProtect: this.writeProtect,
+      // Required (FarMemory.open checks): without it no eviction or flush could be made safe.
+      writeProtect: true,
       events: this.events,
       onFaults: (count) => this.onFaults(count),
     });
@@ -158,7 +166,7 @@ export class Pager {
       freed: false,
     };
     try {
-      this.uffd!.register(base, pages * PAGE_SIZE, this.writeProtect);
+      this.uffd!.register(base, pages * PAGE_SIZE, true);
     } catch (error) {
       await this.transport.free(nodeIds).catch(() => undefined);
       throw error;
@@ -223,7 +231,10 @@ export class Pager {
     const region = this.mustRegion(id);
     this.writeBack(region, this.pagesInState(region, PageState.Dirty), true);
     this.dropClean(region, this.pagesInState(region, PageState.Clean));
-    forEachRun(this.pagesInState(region, PageState.ZeroMapped), Infinity, Infinity, (first, count) => {
+    const zeroMapped = this.pagesInState(region, PageState.ZeroMapped);
+    const written = this.privatelyWritten(region, zeroMapped);
+    this.writeBack(region, zeroMapped.filter((_, i) => written[i] === 1), true);
+    forEachRun(zeroMapped.filter((_, i) => written[i] === 0), Infinity, Infinity, (first, count) => {
       for (let p = first; p < first + count; p++) region.table.move(p, PageState.Untouched);
       this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
     });
@@ -239,6 +250,31 @@ export class Pager {
     await this.transport.close();
     this.uffd?.close();
     this.uffd = null;
+    if (this.pagemap >= 0) fs.closeSync(this.pagemap);
+  }
+
+  /**
+   * For zero-mapped pages (sorted): 1 where the page is no longer the shared zero page. A zero page is
+   * installed by UFFDIO_ZEROPAGE and write-protected by a second ioctl; a thread that writes the page
+   * between the two copies it privately without a fault reaching us. pagemap's "exclusively mapped" bit
+   * (56) tells such a page from the zero page. Unreadable pagemap: every page counts as written.
+   */
+  private privatelyWritten(region: PagerRegion, pages: number[]): Uint8Array {
+    const written = new Uint8Array(pages.length);
+    if (this.pagemap < 0) return written.fill(1);
+    const entries = Buffer.alloc(8 * 512);
+    let i = 0;
+    while (i < pages.length) {
+      // One read covers a span of up to 512 consecutive page entries starting at pages[i].
+      const first = pages[i];
+      const span = Math.min(512, pages[pages.length - 1] - first + 1);
+      fs.readSync(this.pagemap, entries, 0, 8 * span, ((region.base / PAGE_SIZE) + first) * 8);
+      for (; i < pages.length && pages[i] < first + span; i++) {
+        const high = entries.readUInt32LE(8 * (pages[i] - first) + 4);
+        if (high & (1 << (56 - 32))) written[i] = 1;
+      }
+    }
+    return written;
   }
 
   nodeStates(): ReturnType<Transport['nodeStates']> {
@@ -293,8 +329,8 @@ export class Pager {
       case PageState.Untouched: {
         // State and counters change before the ioctl that wakes the thread, so it sees them.
         region.stats[C.zeroFills]++;
-        if (write || !this.writeProtect) {
-          // A write (or a kernel without uffd-wp, where writes to a zero page would go unseen) needs a real page.
+        if (write) {
+          // A write needs a real page.
           const frame = this.takeFrame(region, page);
           if (frame < 0) {
             region.stats[C.zeroFills]--;
@@ -341,7 +377,7 @@ export class Pager {
         const frame = this.takeFrame(region, page);
         if (frame < 0) return this.defer(region, page, write ? Deferred.WriteMissing : Deferred.ReadMissing);
         const copy = this.writeCopies.get(region.id * KEY_SPAN + page)!;
-        const wp = this.writeProtect && !write;
+        const wp = !write;
         table.frame[page] = frame;
         table.move(page, wp ? PageState.Clean : PageState.Dirty);
         this.publish(region);
@@ -441,8 +477,7 @@ export class Pager {
    */
   private zeroAhead(region: PagerRegion, pages: number[], write: boolean): void {
     const table = region.table;
-    if (!write || !this.writeProtect) {
-      if (!this.writeProtect) return;
+    if (!write) {
       forEachRun(pages, Infinity, this.options.maxRequestPages, (first, count) => {
         for (let p = first; p < first + count; p++) table.move(p, PageState.ZeroMapped);
         region.stats[C.zeroFills] += count;
@@ -532,9 +567,9 @@ export class Pager {
     let runStart = 0;
     while (runStart < count) {
       const firstPage = first + runStart;
-      const writable = !this.writeProtect || table.wantsWrite[firstPage] === 1;
+      const writable = table.wantsWrite[firstPage] === 1;
       let runLength = 1;
-      while (runStart + runLength < count && (!this.writeProtect || table.wantsWrite[firstPage + runLength] === 1) === writable) {
+      while (runStart + runLength < count && (table.wantsWrite[firstPage + runLength] === 1) === writable) {
         runLength++;
       }
       for (let p = firstPage; p < firstPage + runLength; p++) {
@@ -662,7 +697,7 @@ export class Pager {
         const copy: WriteCopy = { data, offset: k * PAGE_SIZE };
         copies.push(copy);
         this.writeCopies.set(region.id * KEY_SPAN + p, copy);
-        if (drop) {
+        if (drop && table.frame[p] >= 0) {
           this.frames.release(table.frame[p]);
           table.frame[p] = -1;
         }
