@@ -182,7 +182,8 @@ export class Pager {
     this.regions.delete(id);
     this.sorted = this.sorted.filter((r) => r !== region);
     if (this.lastHit === region) this.lastHit = null;
-    // Unregistering wakes any thread still waiting on the range; the buffer was detached first.
+    // Unregistering wakes any thread still waiting on the range (it then sees plain zero-filled memory).
+    // The allocating thread detaches its buffer only after this returns, so the mapping is still there.
     this.uffd!.unregister(region.base, region.pages * PAGE_SIZE);
     this.native.dropRange(region.base, region.pages * PAGE_SIZE);
     const frames = this.frames;
