@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FarmemError, invalidOption } from './errors';
-import { capabilities, loadNative, type Capabilities } from './native';
+import { MAX_BUFFER_BYTES, capabilities, loadNative, type Capabilities } from './native';
 import {
   fractionOption,
   intOption,
@@ -20,6 +20,7 @@ import type { PagerMessage, PagerRequest } from './pager/worker';
 import { BUILTIN_POLICIES } from './policies';
 import { PAGE_SIZE } from './protocol';
 import { C, REGION_STATS_FLOATS, addInto, readRegionStats, type RegionStats } from './stats';
+import { formatBytes } from './units';
 
 export interface FarMemoryOptions {
   /** Memory nodes, as 'host:port' or { host, port }. Pages are striped over them. Required. */
@@ -78,7 +79,8 @@ const OPTION_NAMES = [
 ] as const;
 
 const MIN_BUDGET_PAGES = 64;
-const MAX_REGION_BYTES = 2 ** 31 * PAGE_SIZE;
+/** A region is one ArrayBuffer, so V8's limit on those bounds it (4 GiB on Node 20), as does the protocol's page index. */
+const MAX_REGION_BYTES = Math.min(2 ** 31 * PAGE_SIZE, MAX_BUFFER_BYTES);
 
 function validatePrefetch(name: string, value: unknown, fallback: string): string {
   const policy = stringOption(name, value, fallback);
@@ -215,7 +217,14 @@ export class FarMemory extends EventEmitter {
     this.assertOpen();
     checkOptionNames(options, ['prefetch', 'prefetchOptions'], 'allocate()');
     const bytes = sizeOption('size', size, 0, 1);
-    if (bytes > MAX_REGION_BYTES) throw invalidOption('size', size, `at most ${MAX_REGION_BYTES} bytes`);
+    if (bytes > MAX_REGION_BYTES) {
+      throw invalidOption(
+        'size',
+        size,
+        `at most ${formatBytes(MAX_REGION_BYTES)}: a region is one ArrayBuffer, and this Node.js (${process.version}) ` +
+          `makes none larger; allocate several regions`,
+      );
+    }
     const prefetch = validatePrefetch('prefetch', options.prefetch, this.defaultPrefetch);
     const prefetchOptions = options.prefetchOptions ?? {};
     if (typeof prefetchOptions !== 'object') throw invalidOption('prefetchOptions', prefetchOptions, 'an object');

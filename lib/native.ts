@@ -2,6 +2,7 @@
 // The addon is mechanism only: mmap, userfaultfd ioctls, madvise, one poll handle.
 // Errors it raises become FarmemError here; TypeError and RangeError (a bad
 // argument, a bug in the caller) pass through unchanged.
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FarmemError } from './errors';
@@ -133,6 +134,9 @@ function toCreateError(error: unknown): unknown {
   return converted;
 }
 
+/** The largest ArrayBuffer this Node.js makes (V8's limit: 2^32 bytes on Node 20, more on later versions). */
+export const MAX_BUFFER_BYTES = bufferConstants.MAX_LENGTH;
+
 function wrap(raw: NativeBinding): NativeBinding {
   const RawUffd = raw.Uffd;
 
@@ -218,7 +222,13 @@ function wrap(raw: NativeBinding): NativeBinding {
   return {
     probe: guarded(raw.probe),
     Uffd,
-    mapCreate: guarded(raw.mapCreate),
+    mapCreate: (size: number) => {
+      // V8 crashes (it does not throw) on an external ArrayBuffer past its limit: 4 GiB on Node 20.
+      if (size > MAX_BUFFER_BYTES) {
+        throw new RangeError(`mapCreate: ${size} bytes is more than one ArrayBuffer can hold here (${MAX_BUFFER_BYTES})`);
+      }
+      return guarded(raw.mapCreate)(size);
+    },
     mapAttach: guarded(raw.mapAttach),
     mapRelease: guarded(raw.mapRelease),
     dropRange: guarded(raw.dropRange),

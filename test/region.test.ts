@@ -186,6 +186,19 @@ describe('bad input', () => {
     expect(error).toBeInstanceOf(FarmemError);
   });
 
+  it('refuses a region larger than one ArrayBuffer can be, with a clear error instead of a crash', async () => {
+    const { constants } = await import('node:buffer');
+    const tooBig = constants.MAX_LENGTH + 4096;
+    await expect(fm.allocate(tooBig)).rejects.toMatchObject({
+      code: 'FARMEM_INVALID_OPTION',
+      message: expect.stringMatching(/one ArrayBuffer.*allocate several regions/),
+    });
+    const reserved = (await node.stats()).reservedBytes;
+    const region = await fm.allocate(MiB); // and the FarMemory carries on
+    expect((await node.stats()).reservedBytes).toBe(reserved + MiB);
+    await region.free();
+  });
+
   it('accepts sizes with units', async () => {
     const region = await fm.allocate('1MiB');
     expect(region.size).toBe(MiB);

@@ -110,7 +110,7 @@ export function resolveServerOptions(options: MemoryNodeServerOptions = {}): Res
   const capacityBytes = parseSize(o.capacity, 'capacity');
   const capacityPages = Math.floor(capacityBytes / PAGE_SIZE);
   if (capacityPages < 1 || capacityPages > MAX_CAPACITY_PAGES) {
-    throw invalidOption('capacity', o.capacity, `a size from ${PAGE_SIZE} bytes (one page) to 8TiB, such as "1GiB"`);
+    throw invalidOption('capacity', o.capacity, `a size from ${PAGE_SIZE} bytes (one page) to just under 8TiB (2^31 - 1 pages), such as "1GiB"`);
   }
 
   if (typeof o.token !== 'string') throw invalidOption('token', o.token, "a string ('' for no authentication)");

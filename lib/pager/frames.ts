@@ -8,6 +8,13 @@ export class FrameTable {
   readonly page: Int32Array;
   /** Second-chance bit: set when a fault touches the page, cleared when the hand passes it. */
   readonly referenced: Uint8Array;
+  // While the page is Fetching (only then does it matter, and a fetching page always holds a frame):
+  /** A write fault asked for it: install it writable. */
+  readonly wantsWrite: Uint8Array;
+  /** A prefetch started the fetch; it counts against the prefetch limit until it lands. */
+  readonly prefetched: Uint8Array;
+  /** performance.now() when a fault started waiting for it; 0 when none waits. */
+  readonly faultAt: Float64Array;
   /** Bumped on every take, so a queue entry left by an earlier owner of the frame is recognised as stale. */
   private readonly epoch: Uint32Array;
   private readonly freeStack: Int32Array;
@@ -23,6 +30,9 @@ export class FrameTable {
     this.region = new Int32Array(size).fill(-1);
     this.page = new Int32Array(size);
     this.referenced = new Uint8Array(size);
+    this.wantsWrite = new Uint8Array(size);
+    this.prefetched = new Uint8Array(size);
+    this.faultAt = new Float64Array(size);
     this.epoch = new Uint32Array(size);
     this.freeStack = new Int32Array(size);
     for (let i = 0; i < size; i++) this.freeStack[i] = size - 1 - i;
@@ -46,6 +56,9 @@ export class FrameTable {
     this.region[frame] = region;
     this.page[frame] = page;
     this.referenced[frame] = referenced ? 1 : 0;
+    this.wantsWrite[frame] = 0;
+    this.prefetched[frame] = 0;
+    this.faultAt[frame] = 0;
     this.epoch[frame] = (this.epoch[frame] + 1) >>> 0;
     this.enqueue(frame);
     return frame;

@@ -57,13 +57,12 @@ export class IllegalTransitionError extends Error {
 }
 
 export class PageTable {
+  /** Pager memory per page of a region: state (1) and frame index (4). */
+  static readonly BYTES_PER_PAGE = 5;
+
   readonly state: Uint8Array;
   /** Frame index holding the page while it occupies local memory (Fetching, Clean, Dirty), else -1. */
   readonly frame: Int32Array;
-  /** Set while the fetch in flight was asked for by a write fault: install it writable. */
-  readonly wantsWrite: Uint8Array;
-  /** Set while the fetch in flight was started by a prefetch and no fault has asked for it yet. */
-  readonly prefetched: Uint8Array;
   readonly counts: Int32Array;
 
   constructor(
@@ -72,8 +71,6 @@ export class PageTable {
   ) {
     this.state = new Uint8Array(pages);
     this.frame = new Int32Array(pages).fill(-1);
-    this.wantsWrite = new Uint8Array(pages);
-    this.prefetched = new Uint8Array(pages);
     this.counts = new Int32Array(PAGE_STATE_NAMES.length);
     this.counts[PageState.Untouched] = pages;
   }

@@ -7,6 +7,7 @@
 // write-protected, which are resident.
 import * as fs from 'node:fs';
 import { FarmemError } from '../errors';
+import { formatBytes } from '../units';
 import { COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
 import { createPolicy, type PrefetchPolicy, type PrefetchRanges } from '../policies';
 import { PAGE_SIZE } from '../protocol';
@@ -53,8 +54,6 @@ interface PagerRegion {
   stats: Float64Array;
   policy: PrefetchPolicy;
   nodeIds: number[];
-  /** performance.now() when a fault started waiting for the page's fetch; 0 when none waits. */
-  faultAt: Float64Array;
   writesInFlight: number;
   flushWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
   writeError: FarmemError | null;
@@ -149,17 +148,27 @@ export class Pager {
   async addRegion(id: number, base: number, size: number, stats: Float64Array, prefetch: string, prefetchOptions: Record<string, unknown>): Promise<void> {
     const pages = Math.ceil(size / PAGE_SIZE);
     const policy = createPolicy(prefetch, prefetchOptions);
+    let table: PageTable;
+    try {
+      table = new PageTable(id, pages);
+    } catch (error) {
+      throw new FarmemError(
+        'FARMEM_INVALID_OPTION',
+        `a region of ${pages} pages needs ${formatBytes(pages * PageTable.BYTES_PER_PAGE)} of page table in the ` +
+          `pager thread, which could not be allocated: allocate smaller regions`,
+        { option: 'size', cause: error },
+      );
+    }
     const nodeIds = await this.transport.alloc(pages);
     const region: PagerRegion = {
       id,
       base,
       size,
       pages,
-      table: new PageTable(id, pages),
+      table,
       stats,
       policy,
       nodeIds,
-      faultAt: new Float64Array(pages),
       writesInFlight: 0,
       flushWaiters: [],
       writeError: null,
@@ -189,7 +198,7 @@ export class Pager {
     const frames = this.frames;
     for (let f = 0; f < frames.size; f++) {
       if (frames.region[f] === id) {
-        if (region.table.get(frames.page[f]) === PageState.Fetching && region.table.prefetched[frames.page[f]]) {
+        if (region.table.get(frames.page[f]) === PageState.Fetching && frames.prefetched[f]) {
           this.prefetchInflight--;
         }
         frames.release(f);
@@ -357,18 +366,18 @@ export class Pager {
         if (frame < 0) return this.defer(region, page, write ? Deferred.WriteMissing : Deferred.ReadMissing);
         table.frame[page] = frame;
         table.move(page, PageState.Fetching);
-        table.wantsWrite[page] = write ? 1 : 0;
-        table.prefetched[page] = 0;
-        region.faultAt[page] = now;
+        this.frames.wantsWrite[frame] = write ? 1 : 0;
+        this.frames.faultAt[frame] = now;
         region.stats[C.remoteFetches]++;
         this.demand.push(region.id * KEY_SPAN + page);
         this.askPolicy(region, page, write, false, now);
         return;
       }
       case PageState.Fetching: {
-        if (write) table.wantsWrite[page] = 1;
-        if (table.prefetched[page] && region.faultAt[page] === 0) {
-          region.faultAt[page] = now;
+        const frame = table.frame[page];
+        if (write) this.frames.wantsWrite[frame] = 1;
+        if (this.frames.prefetched[frame] && this.frames.faultAt[frame] === 0) {
+          this.frames.faultAt[frame] = now;
           region.stats[C.prefetchHits]++;
           this.askPolicy(region, page, write, true, now);
         }
@@ -460,9 +469,7 @@ export class Pager {
         if (frame < 0) break;
         table.frame[p] = frame;
         table.move(p, PageState.Fetching);
-        table.wantsWrite[p] = 0;
-        table.prefetched[p] = 1;
-        region.faultAt[p] = 0;
+        this.frames.prefetched[frame] = 1;
         region.stats[C.prefetched]++;
         this.prefetchInflight++;
         this.prefetch.push(region.id * KEY_SPAN + p);
@@ -568,26 +575,28 @@ export class Pager {
     let runStart = 0;
     while (runStart < count) {
       const firstPage = first + runStart;
-      const writable = table.wantsWrite[firstPage] === 1;
+      const frames = this.frames;
+      const writable = frames.wantsWrite[table.frame[firstPage]] === 1;
       let runLength = 1;
-      while (runStart + runLength < count && (table.wantsWrite[firstPage + runLength] === 1) === writable) {
+      while (runStart + runLength < count && (frames.wantsWrite[table.frame[firstPage + runLength]] === 1) === writable) {
         runLength++;
       }
       for (let p = firstPage; p < firstPage + runLength; p++) {
+        const frame = table.frame[p];
         table.move(p, writable ? PageState.Dirty : PageState.Clean);
-        table.wantsWrite[p] = 0;
-        if (table.prefetched[p]) {
-          table.prefetched[p] = 0;
+        frames.wantsWrite[frame] = 0;
+        if (frames.prefetched[frame]) {
+          frames.prefetched[frame] = 0;
           this.prefetchInflight--;
         }
-        const started = region.faultAt[p];
+        const started = frames.faultAt[frame];
         if (started > 0) {
           const us = (now - started) * 1000;
           region.stats[HISTOGRAM_OFFSET + bucketOf(us)]++;
           region.stats[C.latencyCount]++;
           region.stats[C.latencySumUs] += us;
-          region.faultAt[p] = 0;
-          this.frames.referenced[table.frame[p]] = 1;
+          frames.faultAt[frame] = 0;
+          frames.referenced[frame] = 1;
         }
       }
       region.stats[C.bytesFetched] += runLength * PAGE_SIZE;
