@@ -526,26 +526,18 @@ export class Pager {
 
   private sendReads(keys: number[], urgent: boolean): void {
     keys.sort((a, b) => a - b);
-    const stripe = this.transport.stripePages;
-    const maxPages = this.options.maxRequestPages;
     let i = 0;
     while (i < keys.length) {
       const regionId = Math.floor(keys[i] / KEY_SPAN);
-      const first = keys[i] - regionId * KEY_SPAN;
-      const stripeEnd = (Math.floor(first / stripe) + 1) * stripe;
-      let count = 1;
-      while (
-        i + count < keys.length &&
-        keys[i + count] === keys[i] + count &&
-        first + count < stripeEnd &&
-        count < maxPages
-      ) {
-        count++;
-      }
-      this.fetch(this.regions.get(regionId)!, first, count, urgent);
-      i += count;
+      const pages: number[] = [];
+      for (; i < keys.length && Math.floor(keys[i] / KEY_SPAN) === regionId; i++) pages.push(keys[i] - regionId * KEY_SPAN);
+      const region = this.regions.get(regionId)!;
+      forEachRun(pages, this.transport.splitPages, this.options.maxRequestPages, (first, count) =>
+        this.fetch(region, first, count, urgent),
+      );
     }
   }
+
 
   private fetch(region: PagerRegion, first: number, count: number, urgent: boolean): void {
     const node = this.transport.nodeOf(first);
@@ -692,7 +684,7 @@ export class Pager {
   private writeBack(region: PagerRegion, pages: number[], drop: boolean): void {
     if (pages.length === 0) return;
     const table = region.table;
-    forEachRun(pages, this.transport.stripePages, this.options.maxRequestPages, (first, count) => {
+    forEachRun(pages, this.transport.splitPages, this.options.maxRequestPages, (first, count) => {
       const address = region.base + first * PAGE_SIZE;
       const length = count * PAGE_SIZE;
       const data = Buffer.allocUnsafe(length);

@@ -126,8 +126,9 @@ export class Transport {
     return this.links.length;
   }
 
-  get stripePages(): number {
-    return this.options.stripePages;
+  /** Where a request must end so that it stays on one node: stripe boundaries, or none with one node. */
+  get splitPages(): number {
+    return this.links.length === 1 ? Infinity : this.options.stripePages;
   }
 
   /** Connects every node; rejects with the first fatal answer or when a node is not ready in time. */
