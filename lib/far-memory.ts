@@ -17,7 +17,7 @@ import {
 } from './options';
 import type { PagerOptions } from './pager/pager';
 import type { PagerMessage, PagerRequest } from './pager/worker';
-import { BUILTIN_POLICIES } from './policies';
+import { BUILTIN_POLICIES, createPolicy } from './policies';
 import { PAGE_SIZE } from './protocol';
 import { C, REGION_STATS_FLOATS, addInto, readRegionStats, type RegionStats } from './stats';
 import { formatBytes } from './units';
@@ -178,13 +178,8 @@ export class FarMemory extends EventEmitter {
   static async open(options: FarMemoryOptions): Promise<FarMemory> {
     const caps = requireUserfaultfd();
     const resolved = resolveOptions(options, caps);
-    loadNative();
     const { prefetch: _prefetch, ...pagerOptions } = resolved;
-    const worker = new Worker(path.join(__dirname, 'pager', 'worker.js'), {
-      workerData: pagerOptions,
-      stdout: false,
-      stderr: false,
-    });
+    const worker = new Worker(path.join(__dirname, 'pager', 'worker.js'), { workerData: pagerOptions });
     await new Promise<void>((resolve, reject) => {
       const onMessage = (message: PagerMessage): void => {
         if (message.kind === 'ready') {
@@ -227,7 +222,8 @@ export class FarMemory extends EventEmitter {
     }
     const prefetch = validatePrefetch('prefetch', options.prefetch, this.defaultPrefetch);
     const prefetchOptions = options.prefetchOptions ?? {};
-    if (typeof prefetchOptions !== 'object') throw invalidOption('prefetchOptions', prefetchOptions, 'an object');
+    // Policies are pure: building one here checks its options with clear errors, before the pager sees them.
+    createPolicy(prefetch, prefetchOptions);
     const id = this.nextRegionId++;
     const stats = new SharedArrayBuffer(REGION_STATS_FLOATS * 8);
     const native = loadNative();

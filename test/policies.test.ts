@@ -78,6 +78,12 @@ describe('readahead', () => {
     expect(r.faults).toBeGreaterThan(new Set(trace).size * 0.98);
   });
 
+  it('refuses bad options by name', () => {
+    expect(() => new ReadaheadPolicy({ initialWindow: 0 })).toThrow(/initialWindow: expected an integer from 1/);
+    expect(() => new ReadaheadPolicy({ initialWindow: 64, maxWindow: 32 })).toThrow(/at least initialWindow \(64\)/);
+    expect(() => new ReadaheadPolicy({ initalWindow: 4 } as never)).toThrow(/did you mean 'initialWindow'/);
+  });
+
   it('never asks for pages outside the region', () => {
     const policy = new ReadaheadPolicy();
     for (const page of [0, 1, 2, 3, 98, 99]) {

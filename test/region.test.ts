@@ -182,6 +182,10 @@ describe('bad input', () => {
     await expect(fm.allocate(0)).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });
     await expect(fm.allocate(-1)).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });
     await expect(fm.allocate('1MiB', { prefech: 'none' } as never)).rejects.toThrow(/did you mean 'prefetch'/);
+    await expect(fm.allocate('1MiB', { prefetchOptions: 5 } as never)).rejects.toThrow(/prefetchOptions: expected an object/);
+    await expect(fm.allocate('1MiB', { prefetchOptions: { maxWindow: -5 } })).rejects.toThrow(/maxWindow: expected an integer from 1/);
+    await expect(fm.allocate('1MiB', { prefetchOptions: { maxWindo: 8 } })).rejects.toThrow(/did you mean 'maxWindow'/);
+    await expect(fm.allocate('1MiB', { prefetch: 'none', prefetchOptions: { window: 8 } })).rejects.toThrow(/unknown option 'window'/);
     const error = await FarMemory.open({ nodes: [] }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(FarmemError);
   });

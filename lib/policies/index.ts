@@ -1,4 +1,5 @@
 import { invalidOption } from '../errors';
+import { checkOptionNames } from '../options';
 import { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
 import type { PrefetchPolicy } from './types';
 
@@ -16,8 +17,12 @@ export const BUILTIN_POLICIES = ['none', 'readahead'] as const;
 export type BuiltinPolicy = (typeof BUILTIN_POLICIES)[number];
 
 export function createPolicy(name: string, options: Record<string, unknown> = {}): PrefetchPolicy {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw invalidOption('prefetchOptions', options, 'an object of policy options');
+  }
   switch (name) {
     case 'none':
+      checkOptionNames(options, [], "the 'none' policy");
       return new NoPrefetch();
     case 'readahead':
       return new ReadaheadPolicy(options as ReadaheadOptions);

@@ -1,3 +1,5 @@
+import { invalidOption } from '../errors';
+import { checkOptionNames, intOption } from '../options';
 import type { FaultEvent, PrefetchPolicy, PrefetchRanges } from './types';
 
 export interface ReadaheadOptions {
@@ -24,8 +26,12 @@ export class ReadaheadPolicy implements PrefetchPolicy {
   private frontier = 0;
 
   constructor(options: ReadaheadOptions = {}) {
-    this.initialWindow = options.initialWindow ?? 16;
-    this.maxWindow = options.maxWindow ?? 256;
+    checkOptionNames(options, ['initialWindow', 'maxWindow'], "the 'readahead' policy");
+    this.initialWindow = intOption('prefetchOptions.initialWindow', options.initialWindow, 16, 1, 1 << 20);
+    this.maxWindow = intOption('prefetchOptions.maxWindow', options.maxWindow, 256, 1, 1 << 20);
+    if (this.maxWindow < this.initialWindow) {
+      throw invalidOption('prefetchOptions.maxWindow', this.maxWindow, `at least initialWindow (${this.initialWindow})`);
+    }
   }
 
   onFault(event: FaultEvent): PrefetchRanges | null {
