@@ -833,11 +833,8 @@ export class MemoryNodeServer {
 
   /** @internal */
   free(conn: Connection, ns: Namespace, requestId: number, regionId: number): void {
-    const region = ns.regions.get(regionId);
-    if (region === undefined) {
-      conn.requestError(requestId, regionId, ErrorCode.NO_SUCH_REGION, noSuchRegion('FREE', regionId));
-      return;
-    }
+    const region = this.regionFor(conn, ns, requestId, regionId, 'FREE');
+    if (region === undefined) return;
     ns.regions.delete(regionId);
     this.releaseRegion(region);
     this.store.trim();
@@ -856,11 +853,8 @@ export class MemoryNodeServer {
   /** @internal */
   read(conn: Connection, ns: Namespace, requestId: number, regionId: number, frame: Buffer): void {
     const { firstPage, pageCount } = decodeRead(frame);
-    const region = ns.regions.get(regionId);
-    if (region === undefined) {
-      conn.requestError(requestId, regionId, ErrorCode.NO_SUCH_REGION, noSuchRegion('READ', regionId));
-      return;
-    }
+    const region = this.regionFor(conn, ns, requestId, regionId, 'READ');
+    if (region === undefined) return;
     if (!this.checkRange(conn, region, requestId, 'READ', firstPage, pageCount)) return;
     const frameLength = READ_OK_DATA_OFFSET + pageCount * PAGE_SIZE;
     if (frameLength > this.options.maxFrameBytes) {
@@ -918,11 +912,8 @@ export class MemoryNodeServer {
   /** @internal */
   write(conn: Connection, ns: Namespace, requestId: number, regionId: number, frame: Buffer): void {
     const { firstPage, pageCount } = decodeWrite(frame);
-    const region = ns.regions.get(regionId);
-    if (region === undefined) {
-      conn.requestError(requestId, regionId, ErrorCode.NO_SUCH_REGION, noSuchRegion('WRITE', regionId));
-      return;
-    }
+    const region = this.regionFor(conn, ns, requestId, regionId, 'WRITE');
+    if (region === undefined) return;
     if (!this.checkRange(conn, region, requestId, 'WRITE', firstPage, pageCount)) return;
     const newPages = region.unwrittenPages(firstPage, pageCount);
     if (region.written + newPages > region.reservePages) {
@@ -975,6 +966,15 @@ export class MemoryNodeServer {
     }
     if (runPages > 0) copyRun();
     conn.reply(encodeWriteOk(requestId, regionId, firstPage, pageCount));
+  }
+
+  /** The namespace's region `regionId`, or undefined after answering NO_SUCH_REGION. */
+  private regionFor(conn: Connection, ns: Namespace, requestId: number, regionId: number, what: string): Region | undefined {
+    const region = ns.regions.get(regionId);
+    if (region === undefined) {
+      conn.requestError(requestId, regionId, ErrorCode.NO_SUCH_REGION, noSuchRegion(what, regionId));
+    }
+    return region;
   }
 
   private checkRange(
