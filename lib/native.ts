@@ -85,6 +85,9 @@ export interface NativeBinding {
   /** memcpy out of a mapping (released or not, while still mapped; else FARMEM_REGION_FREED). The pages
    *  must be resident, or the caller faults (and, on the pager thread, waits for itself). */
   readOut(address: number, length: number, dst: Uint8Array, dstOffset: number): void;
+  /** fn.apply(thisArg, args), or timedOutValue once fn has run past timeoutMs (interrupted as vm's
+   *  `timeout` interrupts a script; stopped within about twice timeoutMs). What fn throws propagates. */
+  callWithDeadline(timeoutMs: number, timedOutValue: unknown, fn: Function, thisArg: unknown, ...args: unknown[]): unknown;
 }
 
 /** copy() flags. */
@@ -233,6 +236,8 @@ function wrap(raw: NativeBinding): NativeBinding {
     mapRelease: guarded(raw.mapRelease),
     dropRange: guarded(raw.dropRange),
     readOut: guarded(raw.readOut),
+    // Not guarded: what the called function throws is the caller's to see unchanged.
+    callWithDeadline: raw.callWithDeadline,
   };
 }
 

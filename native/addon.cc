@@ -198,6 +198,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   (void)exports.Set("probe", Napi::Function::New(env, farmem::Probe, "probe"));
   (void)exports.Set("Uffd", farmem::Uffd::Define(env));
   farmem::RegisterMapping(env, exports);
+  farmem::RegisterDeadline(env, exports);
   return exports;
 }
 

@@ -10,6 +10,8 @@ namespace farmem {
 
 // mapCreate, mapAttach, mapRelease, dropRange, readOut.
 void RegisterMapping(Napi::Env env, Napi::Object exports);
+// deadline.cc: callWithDeadline.
+void RegisterDeadline(Napi::Env env, Napi::Object exports);
 
 }  // namespace farmem
 

@@ -1,0 +1,173 @@
+// callWithDeadline: calls a JS function and interrupts it if it runs past a deadline, as node's own
+// vm `timeout` does (V8 TerminateExecution from a watchdog thread, then CancelTerminateExecution once the
+// call has unwound). The pager uses it for policy and guide code a user wrote, which runs on the pager
+// thread and could otherwise hold every faulting thread forever with one endless loop.
+//
+// Threads: CallWithDeadline runs on the JS thread that owns the env (the pager thread). One watchdog
+// thread per env watches the armed deadline and touches the isolate only through TerminateExecution
+// (documented as callable from any thread). A runaway call is stopped within about twice its timeout.
+#include <napi.h>
+#include <v8.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "errors.h"
+
+namespace farmem {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The JS thread arms and disarms with atomics only, so a call costs no lock and no wakeup while calls keep
+// coming; the watchdog polls at the armed timeout and sleeps on the condition variable once calls stop.
+class Watchdog {
+ public:
+  explicit Watchdog(v8::Isolate* isolate) : isolate_(isolate), thread_([this] { Run(); }) {}
+
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+  // JS thread.
+  void Arm(Clock::duration timeout) {
+    const uint64_t call = ++calls_;
+    period_.store(timeout.count(), std::memory_order_relaxed);
+    deadline_.store((Clock::now() + timeout).time_since_epoch().count(), std::memory_order_relaxed);
+    state_.store(call);  // seq_cst: ordered before the load of sleeping_ below
+    if (sleeping_.load()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_one();
+    }
+  }
+
+  // JS thread. True if the watchdog fired for this call; the termination it asked for is then cancelled.
+  bool Disarm() {
+    uint64_t armed = calls_;
+    if (state_.compare_exchange_strong(armed, kIdle)) return false;
+    // FIRING or FIRED: wait until TerminateExecution has been called, so that the cancel comes after it.
+    while (state_.load() != kFired) std::this_thread::yield();
+    isolate_->CancelTerminateExecution();
+    state_.store(kIdle);
+    return true;
+  }
+
+ private:
+  static constexpr uint64_t kIdle = 0;
+  static constexpr uint64_t kFiring = ~uint64_t{0} - 1;
+  static constexpr uint64_t kFired = ~uint64_t{0};
+
+  // Watchdog thread.
+  void Run() {
+    uint64_t calls_seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+      const uint64_t armed = state_.load();
+      if (armed != kIdle && armed < kFiring) {
+        const Clock::time_point deadline{Clock::duration{deadline_.load(std::memory_order_relaxed)}};
+        if (Clock::now() < deadline) {
+          wake_.wait_until(lock, deadline);
+          continue;
+        }
+        uint64_t expected = armed;
+        if (state_.compare_exchange_strong(expected, kFiring)) {
+          isolate_->TerminateExecution();
+          state_.store(kFired);
+        }
+        continue;
+      }
+      const uint64_t calls = calls_;
+      if (calls != calls_seen) {
+        // Calls are coming: look again one timeout from now instead of sleeping until told.
+        calls_seen = calls;
+        wake_.wait_for(lock, Clock::duration{period_.load(std::memory_order_relaxed)});
+        continue;
+      }
+      sleeping_.store(true);
+      wake_.wait(lock, [this] {
+        const uint64_t s = state_.load();
+        return stopping_ || (s != kIdle && s < kFiring);
+      });
+      sleeping_.store(false);
+    }
+  }
+
+  v8::Isolate* const isolate_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> state_{kIdle};  // kIdle, the armed call's number, kFiring or kFired
+  std::atomic<uint64_t> calls_{0};
+  std::atomic<int64_t> deadline_{0};
+  std::atomic<int64_t> period_{0};
+  std::atomic<bool> sleeping_{false};
+  bool stopping_ = false;  // under mutex_
+  std::thread thread_;     // last: starts once the fields above exist
+};
+
+// callWithDeadline(timeoutMs, timedOutValue, fn, thisArg, ...args): fn.apply(thisArg, args), or
+// timedOutValue if fn ran past timeoutMs. Exceptions fn throws propagate unchanged.
+napi_value CallWithDeadline(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 4) {
+    ThrowTypeError(env, "callWithDeadline(timeoutMs, timedOutValue, fn, thisArg, ...args): too few arguments");
+    return nullptr;
+  }
+  double timeout_ms = 0;
+  napi_valuetype fn_type;
+  if (napi_get_value_double(env, argv[0], &timeout_ms) != napi_ok || !(timeout_ms > 0)) {
+    ThrowRangeError(env, "callWithDeadline: timeoutMs must be a positive number");
+    return nullptr;
+  }
+  napi_typeof(env, argv[2], &fn_type);
+  if (fn_type != napi_function) {
+    ThrowTypeError(env, "callWithDeadline: fn must be a function");
+    return nullptr;
+  }
+
+  // One per thread, hence per env: an env lives on one thread.
+  static thread_local Watchdog* thread_watchdog = nullptr;
+  if (thread_watchdog == nullptr) {
+    thread_watchdog = new Watchdog(v8::Isolate::GetCurrent());
+    // Joined when the env goes away (the thread ends or the worker is terminated).
+    napi_add_env_cleanup_hook(
+        env,
+        [](void*) {
+          delete thread_watchdog;
+          thread_watchdog = nullptr;
+        },
+        nullptr);
+  }
+
+  thread_watchdog->Arm(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(timeout_ms)));
+  napi_value result = nullptr;
+  const napi_status status = napi_call_function(env, argv[3], argv[2], argc - 4, argv + 4, &result);
+  if (thread_watchdog->Disarm()) {
+    v8::Isolate::GetCurrent()->CancelTerminateExecution();
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
+    return argv[1];
+  }
+  if (status != napi_ok) return nullptr;  // fn threw: the exception is pending and propagates
+  return result;
+}
+
+}  // namespace
+
+void RegisterDeadline(Napi::Env env, Napi::Object exports) {
+  napi_value fn;
+  napi_create_function(env, "callWithDeadline", NAPI_AUTO_LENGTH, CallWithDeadline, nullptr, &fn);
+  exports.Set("callWithDeadline", Napi::Value(env, fn));
+}
+
+}  // namespace farmem
