@@ -1,4 +1,4 @@
-// The `farmem` command: run a memory node, run the demo, show what the kernel offers.
+// The `farmem` command: run a memory node, run the demo, show what the kernel offers, replay fault traces.
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar, Presets } from 'cli-progress';
@@ -6,6 +6,9 @@ import { FarmemError } from './errors';
 import { FarMemory } from './far-memory';
 import { MemoryNode } from './memory-node';
 import { capabilities } from './native';
+import { BUILTIN_POLICIES } from './policies';
+import { replayPolicies, type ReplayRow } from './replay';
+import { distinctPages, readTrace, type Trace } from './trace-file';
 import { formatBytes, parseSize } from './units';
 
 const USAGE = `Usage: farmem <command> [options]
@@ -25,6 +28,13 @@ Commands:
       --node HOST:PORT  use this memory node instead of an embedded one
       --token T         its token
   capabilities   print what the running kernel's userfaultfd offers
+  replay TRACE   replay a recorded fault trace against prefetch policies, offline
+      --policy LIST     comma-separated, from ${BUILTIN_POLICIES.join(', ')}
+                        (default all; 'none' always runs first, as the baseline)
+      --budget B        local budget: a size such as 16MiB, or a percentage of
+                        the pages the trace touches such as 25% (default: the
+                        budget recorded in the trace)
+      --options JSON    policy options by policy name, e.g. '{"leap":{"maxWindow":32}}'
 
 Options: --help, --version`;
 
@@ -39,6 +49,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'capabilities':
         console.log(JSON.stringify(capabilities(), null, 2));
         return 0;
+      case 'replay':
+        return runReplay(rest);
       case '--version':
       case '-v':
         console.log(require('../../package.json').version);
@@ -215,4 +227,110 @@ async function runDemo(args: string[]): Promise<number> {
     await node?.stop();
   }
   return ok ? 0 : 1;
+}
+
+/** --budget: a size ('16MiB') or a percentage of the pages the trace touches ('25%'), in pages. */
+function budgetPagesOf(value: string | undefined, trace: Trace): number {
+  const { pageSize, localBudgetPages } = trace.header;
+  if (value === undefined) {
+    if (localBudgetPages < 1) {
+      throw new FarmemError('FARMEM_INVALID_OPTION', '--budget: the trace records no local budget; give one, such as --budget 16MiB or --budget 25%');
+    }
+    return localBudgetPages;
+  }
+  const percent = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(value);
+  if (percent) {
+    const share = Number(percent[1]);
+    if (!(share > 0)) throw new FarmemError('FARMEM_INVALID_OPTION', `--budget: expected a percentage above 0%, got '${value}'`);
+    return Math.max(1, Math.ceil((distinctPages(trace) * share) / 100));
+  }
+  const pages = Math.floor(parseSize(value, '--budget') / pageSize);
+  if (pages < 1) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `--budget: '${value}' is less than one page (${pageSize} bytes); give a larger size or a percentage such as 25%`);
+  }
+  return pages;
+}
+
+function policyOptionsOf(value: string | undefined): Record<string, Record<string, unknown>> {
+  if (value === undefined) return {};
+  const expected = `expected a JSON object of options by policy name, such as '{"leap":{"maxWindow":32}}'`;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (error) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `--options: ${expected}; it is not JSON (${(error as Error).message})`);
+  }
+  const isObject = (v: unknown): boolean => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (!isObject(parsed) || !Object.values(parsed as object).every(isObject)) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `--options: ${expected}, got ${value}`);
+  }
+  return parsed as Record<string, Record<string, unknown>>;
+}
+
+function percent(fraction: number | null): string {
+  return fraction === null ? '-' : `${(fraction * 100).toFixed(1)}%`;
+}
+
+function runReplay(args: string[]): number {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        policy: { type: 'string', default: BUILTIN_POLICIES.join(',') },
+        budget: { type: 'string' },
+        options: { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: true,
+    });
+  } catch (error) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `${(error as Error).message} (see farmem --help)`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) {
+    throw new FarmemError(
+      'FARMEM_INVALID_OPTION',
+      positionals.length === 0
+        ? 'give the trace file to replay: farmem replay TRACE [--policy LIST] [--budget B] [--options JSON]'
+        : `expected one trace file, got ${positionals.length}: ${positionals.join(' ')}`,
+    );
+  }
+  const file = positionals[0];
+  const names = values.policy.split(',').map((name) => name.trim()).filter((name) => name.length > 0);
+  const policyOptions = policyOptionsOf(values.options);
+  const trace = readTrace(file);
+  const budgetPages = budgetPagesOf(values.budget, trace);
+  const rows = replayPolicies(trace, names, { budgetPages, policyOptions });
+
+  const { header } = trace;
+  console.log(
+    `trace ${file}: ${trace.length} references to ${distinctPages(trace)} distinct pages of a ${header.regionPages}-page region ` +
+      `(pages of ${formatBytes(header.pageSize)}, recorded with '${header.policy}')`,
+  );
+  console.log(`budget ${budgetPages} pages (${formatBytes(budgetPages * header.pageSize)})`);
+  console.log('');
+  const columns = ['policy', 'faults', 'hits', 'prefetched', 'accuracy', 'coverage', 'fetched', 'unused'];
+  const cells = rows.map((row: ReplayRow) => [
+    row.policy,
+    String(row.faults),
+    String(row.hits),
+    String(row.prefetched),
+    percent(row.accuracy),
+    percent(row.coverage),
+    formatBytes(row.bytesFetched),
+    formatBytes(row.bytesUnused),
+  ]);
+  const widths = columns.map((title, c) => Math.max(title.length, ...cells.map((line) => line[c].length)));
+  const format = (line: string[]): string =>
+    line.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  console.log(format(columns));
+  for (const line of cells) console.log(format(line));
+  console.log('');
+  console.log('faults: demand fetches; hits: references served locally; accuracy: prefetched pages used;');
+  console.log("coverage: share of the baseline's faults removed; unused: prefetched, never used");
+  for (const row of rows) {
+    if (row.error) console.log(`${row.policy}: misbehaved ${row.error}; replayed as 'none' from there`);
+  }
+  return 0;
 }

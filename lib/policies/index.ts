@@ -1,10 +1,16 @@
 import { invalidOption } from '../errors';
 import { checkOptionNames } from '../options';
+import { LeapPolicy, type LeapOptions } from './leap';
 import { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
+import { StridePolicy, type StrideOptions } from './stride';
 import type { PrefetchPolicy } from './types';
 
-export type { FaultEvent, PrefetchPolicy, PrefetchRanges } from './types';
+export type { FaultEvent, PolicyContext, PolicyFactory, PrefetchAnswer, PrefetchPolicy, PrefetchRanges } from './types';
+export { MAX_ANSWER_PAGES } from './types';
+export { checkAnswer } from './check-answer';
 export { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
+export { StridePolicy, type StrideOptions } from './stride';
+export { LeapPolicy, type LeapOptions } from './leap';
 
 export class NoPrefetch implements PrefetchPolicy {
   readonly name = 'none';
@@ -13,7 +19,7 @@ export class NoPrefetch implements PrefetchPolicy {
   }
 }
 
-export const BUILTIN_POLICIES = ['none', 'readahead'] as const;
+export const BUILTIN_POLICIES = ['none', 'readahead', 'stride', 'leap'] as const;
 export type BuiltinPolicy = (typeof BUILTIN_POLICIES)[number];
 
 export function createPolicy(name: string, options: Record<string, unknown> = {}): PrefetchPolicy {
@@ -26,6 +32,10 @@ export function createPolicy(name: string, options: Record<string, unknown> = {}
       return new NoPrefetch();
     case 'readahead':
       return new ReadaheadPolicy(options as ReadaheadOptions);
+    case 'stride':
+      return new StridePolicy(options as StrideOptions);
+    case 'leap':
+      return new LeapPolicy(options as LeapOptions);
     default:
       throw invalidOption('prefetch', name, `one of ${BUILTIN_POLICIES.map((p) => `'${p}'`).join(', ')}`);
   }

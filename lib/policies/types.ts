@@ -1,23 +1,51 @@
-// The prefetch policy contract. Policies are pure: fault events in, page ranges out.
-// No I/O, no addon, so a recorded trace can drive them. They run on the pager thread.
+// The prefetch policy contract. Policies are pure: fault events in, pages to prefetch out. No I/O, no
+// addon, so a recorded trace can drive them (see replay.ts). In a region they run on the pager thread.
 
 export interface FaultEvent {
   /** Page index within the region. */
   page: number;
   /** The fault was caused by a write. */
   write: boolean;
-  /** The page was already being brought in by an earlier prefetch. */
+  /**
+   * The page had been prefetched and this fault found it: still in flight, or held by the pager and mapped
+   * now without network. (A prefetched page that was mapped on arrival is read with no fault at all.)
+   */
   prefetchHit: boolean;
-  /** performance.now() of the batch the fault came in. */
+  /** Prefetched pages this policy asked for that are known to have been used since its previous call. */
+  prefetchUsed: number;
+  /** Milliseconds on a monotonic clock (performance.now() in a region, the trace's clock in a replay). */
   time: number;
   /** Pages in the region. */
   regionPages: number;
 }
 
-/** Pages to prefetch: [firstPage, count] pairs. The pager clamps them to the region and skips pages already local. */
+/**
+ * What a policy answers: nothing, or a list whose entries are page indexes (`17`) or ranges
+ * (`[firstPage, count]`). Ranges reaching past either end of the region are clipped to it; pages
+ * already resident or in flight are skipped. Non-integers, NaN, negative counts, single pages outside
+ * the region, or more than MAX_ANSWER_PAGES pages in one answer are a misbehaving policy.
+ */
+export type PrefetchAnswer = ReadonlyArray<number | readonly [number, number]> | null | undefined | void;
+
+/** Compatibility name: a list of [firstPage, count] ranges. */
 export type PrefetchRanges = Array<[number, number]>;
 
 export interface PrefetchPolicy {
   readonly name: string;
-  onFault(event: FaultEvent): PrefetchRanges | null;
+  onFault(event: FaultEvent): PrefetchAnswer;
 }
+
+/** What a policy module's factory is told about the region it will serve. */
+export interface PolicyContext {
+  regionPages: number;
+  pageSize: number;
+}
+
+/**
+ * A policy module (for `region.setPrefetch({ module, options })`) exports a factory as `createPolicy`
+ * or as its default export: `(options, context) => PrefetchPolicy`.
+ */
+export type PolicyFactory = (options: Record<string, unknown>, context: PolicyContext) => PrefetchPolicy;
+
+/** The most pages one answer may name; more is a misbehaving policy. */
+export const MAX_ANSWER_PAGES = 1 << 16;
