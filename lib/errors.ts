@@ -16,7 +16,11 @@ export type FarmemErrorCode =
   | 'FARMEM_PROTOCOL' // a malformed frame, wrong magic or version
   | 'FARMEM_NO_SUCH_REGION' // a region id the node does not know in this namespace
   | 'FARMEM_OUT_OF_RANGE' // pages past the end of a region
-  | 'FARMEM_PAGER_DIED'; // the pager thread exited unexpectedly
+  | 'FARMEM_PAGER_DIED' // the pager thread exited unexpectedly
+  | 'FARMEM_POLICY_ERROR' // a prefetch policy or guide threw, answered garbage or overran its time budget
+  | 'FARMEM_POLICY_LOAD_FAILED' // a policy or guide module could not be loaded or built
+  | 'FARMEM_BAD_TRACE' // a file that is not a well-formed farmem fault trace
+  | 'FARMEM_TRACE_FAILED'; // writing a fault trace failed
 
 export interface FarmemErrorDetails {
   errno?: number;

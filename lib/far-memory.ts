@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { FarmemError, invalidOption } from './errors';
 import { MAX_BUFFER_BYTES, capabilities, loadNative, type Capabilities } from './native';
@@ -15,7 +16,8 @@ import {
   sizeOption,
   stringOption,
 } from './options';
-import type { PagerOptions } from './pager/pager';
+import type { Advice, PagerOptions, PolicyReport } from './pager/pager';
+import type { GuideSpec, PolicySpec } from './pager/policy-host';
 import type { PagerMessage, PagerRequest } from './pager/worker';
 import { BUILTIN_POLICIES, createPolicy } from './policies';
 import { PAGE_SIZE } from './protocol';
@@ -29,8 +31,15 @@ export interface FarMemoryOptions {
   token?: string;
   /** Bytes of local memory the regions of this FarMemory may keep resident. Default '64MiB'. */
   localBudget?: number | string;
-  /** Default prefetch policy of new regions: 'readahead' or 'none'. Default 'readahead'. */
+  /** Default prefetch policy of new regions: a built-in name ('none', 'readahead', 'stride', 'leap'). Default 'readahead'. */
   prefetch?: string;
+  /**
+   * Share of prefetched pages held unmapped until their first touch (a local fault, no network), so that
+   * their use is seen and accuracy and coverage can be estimated. 0 to 1. Default 1/8192 (one page in 32 MiB
+   * prefetched: each held page costs its first touch a local fault). While a region
+   * records a trace, all of its prefetched pages are held.
+   */
+  prefetchSample?: number;
   /** Pages per stripe: consecutive pages on one node before the next node. Default 64 (256 KiB). */
   stripePages?: number;
   /** Most pages in one read or write request. Default 256. */
@@ -56,11 +65,35 @@ export interface FarMemoryOptions {
 }
 
 export interface AllocateOptions {
-  /** Prefetch policy of this region. Default: the FarMemory's `prefetch`. */
-  prefetch?: string;
-  /** Options of the policy (readahead: { initialWindow: 16, maxWindow: 256 }). */
+  /** Prefetch policy of this region: a built-in name or a policy module. Default: the FarMemory's `prefetch`. */
+  prefetch?: string | PolicyModule;
+  /** Options of a built-in policy (see docs/policies.md). Default {}. */
   prefetchOptions?: Record<string, unknown>;
 }
+
+/** A prefetch policy written by the application: a module exporting createPolicy(options, context) or a default factory. */
+export interface PolicyModule {
+  /** The module: a file: URL (`new URL('./my-policy.js', import.meta.url)`) or a file path. */
+  module: URL | string;
+  /** Passed to the factory. Default {}. */
+  options?: Record<string, unknown>;
+  /** Longest one call may run; a call past it is interrupted and the region falls back to 'none'. Default 5. */
+  timeBudgetMs?: number;
+}
+
+/** A guide: a module whose function receives each fetched page's bytes and returns byte offsets to fetch next. */
+export interface GuideModule {
+  /** The module: exports guide(page, info), a default function, or createGuide(options). */
+  module: URL | string;
+  /** Passed to createGuide(). Default {}. */
+  options?: Record<string, unknown>;
+  /** Hops a chain of guided fetches may run ahead of the application's last known position. Default 16. */
+  depth?: number;
+  /** Longest one call may run. Default 5. */
+  timeBudgetMs?: number;
+}
+
+export type { Advice, PolicyReport };
 
 export interface RegionHandle {
   address: number;
@@ -73,7 +106,7 @@ export interface FarMemoryStats extends RegionStats {
 }
 
 const OPTION_NAMES = [
-  'nodes', 'token', 'localBudget', 'prefetch', 'stripePages', 'maxRequestPages', 'evictHighWater',
+  'nodes', 'token', 'localBudget', 'prefetch', 'prefetchSample', 'stripePages', 'maxRequestPages', 'evictHighWater',
   'evictLowWater', 'maxPrefetchFraction', 'faultBatch', 'connectTimeoutMs', 'requestTimeoutMs',
   'reconnectInitialMs', 'reconnectMaxMs', 'userModeOnly',
 ] as const;
@@ -117,6 +150,7 @@ function resolveOptions(options: FarMemoryOptions, caps: Capabilities): PagerOpt
     evictHighWater,
     evictLowWater,
     maxPrefetchFraction: fractionOption('maxPrefetchFraction', options.maxPrefetchFraction, 0.25),
+    prefetchSample: sampleOption(options.prefetchSample),
     faultBatch: intOption('faultBatch', options.faultBatch, 256, 1, 65536),
     connectTimeoutMs: intOption('connectTimeoutMs', options.connectTimeoutMs, 5000, 1, 3_600_000),
     requestTimeoutMs: intOption('requestTimeoutMs', options.requestTimeoutMs, 10_000, 0, 3_600_000),
@@ -124,6 +158,14 @@ function resolveOptions(options: FarMemoryOptions, caps: Capabilities): PagerOpt
     reconnectMaxMs: intOption('reconnectMaxMs', options.reconnectMaxMs, 2000, 1, 3_600_000),
     userModeOnly: options.userModeOnly === true || caps.mode === 'user-only',
   };
+}
+
+function sampleOption(value: unknown): number {
+  if (value === undefined) return 1 / 8192;
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) {
+    throw invalidOption('prefetchSample', value, 'a number from 0 (measure nothing) to 1 (hold every prefetched page until touched)');
+  }
+  return value;
 }
 
 /** Throws the error that says why far memory cannot work here, if it cannot. */
@@ -210,6 +252,7 @@ export class FarMemory extends EventEmitter {
   /** Allocates a region of `size` bytes (a number or a string like '512MiB'). */
   async allocate(size: number | string, options: AllocateOptions = {}): Promise<Region> {
     this.assertOpen();
+    if (options === null || typeof options !== 'object') throw invalidOption('options', options, 'an object');
     checkOptionNames(options, ['prefetch', 'prefetchOptions'], 'allocate()');
     const bytes = sizeOption('size', size, 0, 1);
     if (bytes > MAX_REGION_BYTES) {
@@ -220,16 +263,16 @@ export class FarMemory extends EventEmitter {
           `makes none larger; allocate several regions`,
       );
     }
-    const prefetch = validatePrefetch('prefetch', options.prefetch, this.defaultPrefetch);
-    const prefetchOptions = options.prefetchOptions ?? {};
-    // Policies are pure: building one here checks its options with clear errors, before the pager sees them.
-    createPolicy(prefetch, prefetchOptions);
+    if (typeof options.prefetch === 'object' && options.prefetchOptions !== undefined) {
+      throw invalidOption('prefetchOptions', options.prefetchOptions, 'nothing: a policy module takes its options in prefetch.options');
+    }
+    const prefetch = policySpec(options.prefetch ?? this.defaultPrefetch, options.prefetchOptions, 'prefetch');
     const id = this.nextRegionId++;
     const stats = new SharedArrayBuffer(REGION_STATS_FLOATS * 8);
     const native = loadNative();
     const mapping = native.mapCreate(bytes);
     try {
-      await this.request({ op: 'addRegion', id, base: mapping.address, size: bytes, stats, prefetch, prefetchOptions });
+      await this.request({ op: 'addRegion', id, base: mapping.address, size: bytes, stats, prefetch });
     } catch (error) {
       native.mapRelease(mapping.address, mapping.buffer);
       throw error;
@@ -315,6 +358,8 @@ export class FarMemory extends EventEmitter {
     } else if (message.kind === 'event') {
       const detail = { ...message.detail };
       if (detail.error) detail.error = FarmemError.fromJSON(detail.error);
+      // Events about one region reach that region's listeners too.
+      if (typeof detail.region === 'number') this.regions.get(detail.region)?.emit(message.event, detail);
       this.emit(message.event, detail);
     }
   }
@@ -331,9 +376,11 @@ export class FarMemory extends EventEmitter {
   }
 }
 
-export class Region {
+export class Region extends EventEmitter {
   /** @internal */
   readonly statsArray: Float64Array;
+  /** Records this region's faults to a file, for `farmem replay`. */
+  readonly trace: RegionTrace;
   private freed: Promise<void> | null = null;
   private detached = false;
   private liveBuffer: ArrayBuffer;
@@ -349,8 +396,60 @@ export class Region {
     buffer: ArrayBuffer,
     stats: Float64Array,
   ) {
+    super();
     this.liveBuffer = buffer;
     this.statsArray = stats;
+    this.trace = {
+      start: async (file: string) => {
+        this.assertLive();
+        if (typeof file !== 'string' || file === '') throw invalidOption('file', file, 'a file path');
+        await this.owner.request({ op: 'traceStart', id: this.id, file: path.resolve(file) });
+      },
+      stop: async () => {
+        this.assertLive();
+        return (await this.owner.request({ op: 'traceStop', id: this.id })) as { file: string; faults: number };
+      },
+    };
+  }
+
+  /**
+   * Switches the region's prefetch policy while the application keeps faulting: a built-in name with its
+   * options, or a policy module. Resolves once the new policy is in charge.
+   */
+  async setPrefetch(policy: string | PolicyModule, options?: Record<string, unknown>): Promise<void> {
+    this.assertLive();
+    if (typeof policy === 'object' && options !== undefined) {
+      throw invalidOption('options', options, 'nothing: a policy module takes its options in { module, options }');
+    }
+    await this.owner.request({ op: 'setPrefetch', id: this.id, prefetch: policySpec(policy, options, 'policy') });
+  }
+
+  /** Sets the region's guide, or removes it with null. */
+  async setGuide(guide: GuideModule | URL | string | null): Promise<void> {
+    this.assertLive();
+    await this.owner.request({ op: 'setGuide', id: this.id, guide: guide === null ? null : guideSpec(guide) });
+  }
+
+  /**
+   * The application's hint for bytes [offset, offset + length): 'sequential' (prefetch far ahead there),
+   * 'random' (no prefetch there), 'normal' (undo both), 'willneed' (fetch it now, into free local memory),
+   * 'dontneed' (write back and drop its local pages; the data stays). Resolves with the pages affected.
+   */
+  async advise(offset: number, length: number, advice: Advice): Promise<{ pages: number }> {
+    this.assertLive();
+    const start = intOption('offset', offset, 0, 0, this.size);
+    const bytes = intOption('length', length, 0, 0, this.size - start);
+    if (!ADVICE.includes(advice)) throw invalidOption('advice', advice, `one of ${ADVICE.map((a) => `'${a}'`).join(', ')}`);
+    const first = Math.floor(start / PAGE_SIZE);
+    const end = Math.ceil((start + bytes) / PAGE_SIZE);
+    if (end <= first) return { pages: 0 };
+    return (await this.owner.request({ op: 'advise', id: this.id, first, count: end - first, advice })) as { pages: number };
+  }
+
+  /** What each policy, guide and advice of this region did, oldest first: prefetches, use, accuracy, coverage. */
+  async policyStats(): Promise<PolicyReport[]> {
+    this.assertLive();
+    return (await this.owner.request({ op: 'policyStats', id: this.id })) as PolicyReport[];
   }
 
   /** The region's memory. After free() it is detached (byteLength 0). */
@@ -404,6 +503,74 @@ export class Region {
   private assertLive(): void {
     if (this.freed) throw new FarmemError('FARMEM_REGION_FREED', 'this region was freed: allocate a new one');
   }
+}
+
+export interface RegionTrace {
+  /** Starts recording every fault of the region to `file` (overwritten). While it records, every prefetched page is held until touched, so the trace misses no page the application reached. */
+  start(file: string): Promise<void>;
+  /** Stops, writes what is left and closes the file. */
+  stop(): Promise<{ file: string; faults: number }>;
+}
+
+const ADVICE: readonly Advice[] = ['normal', 'sequential', 'random', 'willneed', 'dontneed'];
+const MODULE_OPTIONS = ['module', 'options', 'timeBudgetMs'];
+
+/** A module reference as the pager thread can import it: a file: URL string. */
+function moduleUrl(name: string, value: unknown): string {
+  if (value instanceof URL) {
+    if (value.protocol !== 'file:') throw invalidOption(name, value.href, 'a file: URL');
+    return value.href;
+  }
+  if (typeof value === 'string' && value !== '') {
+    if (value.startsWith('file:')) return value;
+    if (value.startsWith('.') || path.isAbsolute(value)) return pathToFileURL(path.resolve(value)).href;
+  }
+  throw invalidOption(
+    name,
+    value,
+    "a file: URL or a file path (new URL('./my-policy.js', import.meta.url), or require.resolve('pkg/policy') for a package)",
+  );
+}
+
+function optionsObject(name: string, value: unknown): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidOption(name, value, 'an object');
+  return value as Record<string, unknown>;
+}
+
+function policySpec(policy: unknown, options: unknown, name: string): PolicySpec {
+  if (typeof policy === 'string') {
+    if (!(BUILTIN_POLICIES as readonly string[]).includes(policy)) {
+      throw invalidOption(name, policy, `one of ${BUILTIN_POLICIES.map((p) => `'${p}'`).join(', ')}, or { module } for your own`);
+    }
+    const builtinOptions = optionsObject(`${name}Options`, options);
+    // Built-ins are pure: building one here checks its options with clear errors, before the pager sees them.
+    createPolicy(policy, builtinOptions);
+    return { kind: 'builtin', name: policy, options: builtinOptions };
+  }
+  if (policy === null || typeof policy !== 'object') {
+    throw invalidOption(name, policy, "a built-in policy name or { module, options?, timeBudgetMs? }");
+  }
+  checkOptionNames(policy, MODULE_OPTIONS, `the ${name} module`);
+  const spec = policy as PolicyModule;
+  return {
+    kind: 'module',
+    url: moduleUrl(`${name}.module`, spec.module),
+    options: optionsObject(`${name}.options`, spec.options),
+    timeBudgetMs: intOption(`${name}.timeBudgetMs`, spec.timeBudgetMs, 5, 1, 60_000),
+  };
+}
+
+function guideSpec(guide: unknown): GuideSpec {
+  const spec: GuideModule = guide instanceof URL || typeof guide === 'string' ? { module: guide } : (guide as GuideModule);
+  if (spec === null || typeof spec !== 'object') throw invalidOption('guide', guide, '{ module, options?, depth?, timeBudgetMs? } or null');
+  checkOptionNames(spec, ['module', 'options', 'depth', 'timeBudgetMs'], 'the guide');
+  return {
+    url: moduleUrl('guide.module', spec.module),
+    options: optionsObject('guide.options', spec.options),
+    depth: intOption('guide.depth', spec.depth, 16, 1, 4096),
+    timeBudgetMs: intOption('guide.timeBudgetMs', spec.timeBudgetMs, 5, 1, 60_000),
+  };
 }
 
 /** In a worker thread: an ArrayBuffer over a region another thread allocated (from region.handle()). */

@@ -18,6 +18,11 @@ export const REGION_COUNTERS = [
   'bytesWritten',
   'latencyCount', // remote demand faults timed in the histogram
   'latencySumUs',
+  'prefetchUsed', // prefetched pages known used: touched in flight or while held, or written
+  'prefetchSampled', // prefetched pages held unmapped until first touch, to measure accuracy
+  'prefetchSampledUsed',
+  'prefetchSampledUnused', // held pages evicted untouched
+  'policyErrors', // policies or guides that misbehaved and were replaced by 'none'
 ] as const;
 export type RegionCounter = (typeof REGION_COUNTERS)[number];
 
@@ -81,6 +86,53 @@ export interface RegionStats {
   bytesWritten: number;
   /** Pager-side service time of faults that needed the network, from the batch read to the page installed. */
   faultLatencyUs: { p50: number; p99: number; mean: number; count: number };
+  prefetch: PrefetchAccounting;
+  policyErrors: number;
+}
+
+/**
+ * How well prefetching did. A read of a mapped page never reaches the pager, so use is measured on a
+ * sample: `sampled` prefetched pages were held unmapped until their first touch, and their fate gives
+ * accuracy; the rest is estimated from it. null where nothing was sampled yet.
+ */
+export interface PrefetchAccounting {
+  /** Pages fetched ahead of any fault. */
+  prefetched: number;
+  /** Prefetched pages known to have been used (touched in flight or while held, or written). */
+  used: number;
+  /** Prefetched pages whose use was measured (held until touched or evicted). */
+  sampled: number;
+  /** Used / prefetched, estimated from the sample. */
+  accuracy: number | null;
+  /** Faults avoided / faults there would have been without prefetch (demand fetches + pages used). */
+  coverage: number | null;
+  /** Bytes fetched ahead and never used, estimated from the sample. */
+  unusedBytes: number | null;
+}
+
+export interface PrefetchCounts {
+  prefetched: number;
+  used: number;
+  sampled: number;
+  sampledUsed: number;
+  sampledUnused: number;
+  demandFetches: number;
+}
+
+export function prefetchAccounting(counts: PrefetchCounts, pageSize: number): PrefetchAccounting {
+  const decided = counts.sampledUsed + counts.sampledUnused;
+  const accuracy = decided === 0 ? null : counts.sampledUsed / decided;
+  // Never below what is known for certain.
+  const usedEstimate = accuracy === null ? null : Math.max(counts.used, accuracy * counts.prefetched);
+  const avoidable = usedEstimate === null ? 0 : counts.demandFetches + usedEstimate;
+  return {
+    prefetched: counts.prefetched,
+    used: counts.used,
+    sampled: counts.sampled,
+    accuracy,
+    coverage: usedEstimate === null ? null : avoidable === 0 ? 0 : usedEstimate / avoidable,
+    unusedBytes: usedEstimate === null ? null : Math.round((counts.prefetched - usedEstimate) * pageSize),
+  };
 }
 
 export function readRegionStats(data: Float64Array, pageSize: number): RegionStats {
@@ -105,6 +157,18 @@ export function readRegionStats(data: Float64Array, pageSize: number): RegionSta
       mean: count === 0 ? 0 : data[C.latencySumUs] / count,
       count,
     },
+    prefetch: prefetchAccounting(
+      {
+        prefetched: data[C.prefetched],
+        used: data[C.prefetchUsed],
+        sampled: data[C.prefetchSampled],
+        sampledUsed: data[C.prefetchSampledUsed],
+        sampledUnused: data[C.prefetchSampledUnused],
+        demandFetches: data[C.remoteFetches],
+      },
+      pageSize,
+    ),
+    policyErrors: data[C.policyErrors],
   };
 }
 

@@ -4,7 +4,12 @@ import * as path from 'node:path';
 import { expect, it } from 'vitest';
 import { FIXTURES, ROOT, runChild } from './helpers';
 
-const PUBLIC_NAMES = ['FarMemory', 'FarmemError', 'MemoryNode', 'PAGE_SIZE', 'Region', 'attachRegion', 'capabilities', 'formatBytes', 'parseSize'];
+const PUBLIC_NAMES = [
+  'BUILTIN_POLICIES', 'FarMemory', 'FarmemError', 'LeapPolicy', 'MAX_ANSWER_PAGES', 'MemoryNode', 'NoPrefetch', 'PAGE_SIZE',
+  'ReadaheadPolicy', 'Region', 'StridePolicy', 'TRACE_FLAG_PREFETCH_HIT', 'TRACE_FLAG_WRITE', 'TRACE_RECORD_BYTES',
+  'attachRegion', 'capabilities', 'checkAnswer', 'createPolicy', 'encodeTraceHeader', 'formatBytes', 'parseSize',
+  'parseTrace', 'readTrace', 'replayPolicies', 'simulate', 'traceFromPages', 'writeTraceRecord',
+];
 
 it('loads by name from CommonJS with every public name', async () => {
   const result = await runChild(path.join(FIXTURES, 'cjs-consumer.cjs'));

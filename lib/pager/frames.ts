@@ -15,6 +15,15 @@ export class FrameTable {
   readonly prefetched: Uint8Array;
   /** performance.now() when a fault started waiting for it; 0 when none waits. */
   readonly faultAt: Float64Array;
+  // Prefetch accounting, from the prefetch until the page's use is known or it leaves local memory:
+  /** Brought by a prefetch, not yet known to be used. */
+  readonly guess: Uint8Array;
+  /** In the sample: held unmapped when it lands, so that its first touch is seen. */
+  readonly sampled: Uint8Array;
+  /** The policy record (per region) that asked for it. */
+  readonly issuer: Int32Array;
+  /** Guide hops from the application's last fault; -1 when no guide is following it. */
+  readonly hop: Int32Array;
   /** Bumped on every take, so a queue entry left by an earlier owner of the frame is recognised as stale. */
   private readonly epoch: Uint32Array;
   private readonly freeStack: Int32Array;
@@ -33,6 +42,10 @@ export class FrameTable {
     this.wantsWrite = new Uint8Array(size);
     this.prefetched = new Uint8Array(size);
     this.faultAt = new Float64Array(size);
+    this.guess = new Uint8Array(size);
+    this.sampled = new Uint8Array(size);
+    this.issuer = new Int32Array(size);
+    this.hop = new Int32Array(size);
     this.epoch = new Uint32Array(size);
     this.freeStack = new Int32Array(size);
     for (let i = 0; i < size; i++) this.freeStack[i] = size - 1 - i;
@@ -59,6 +72,10 @@ export class FrameTable {
     this.wantsWrite[frame] = 0;
     this.prefetched[frame] = 0;
     this.faultAt[frame] = 0;
+    this.guess[frame] = 0;
+    this.sampled[frame] = 0;
+    this.issuer[frame] = -1;
+    this.hop[frame] = -1;
     this.epoch[frame] = (this.epoch[frame] + 1) >>> 0;
     this.enqueue(frame);
     return frame;

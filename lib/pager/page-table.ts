@@ -16,6 +16,11 @@ export const enum PageState {
   Dirty = 5,
   /** Not mapped; the pager holds the only local copy while its write-back is in flight. */
   Evicting = 6,
+  /**
+   * Prefetched and kept in the pager, not mapped, holding a frame: the first touch faults and maps it
+   * with no network, which tells the pager the guess was used (reads of mapped pages are invisible).
+   */
+  Held = 7,
 }
 
 export const PAGE_STATE_NAMES = [
@@ -26,6 +31,7 @@ export const PAGE_STATE_NAMES = [
   'clean',
   'dirty',
   'evicting',
+  'held',
 ] as const;
 
 // LEGAL[from] is a bit set of the states `from` may move to.
@@ -33,11 +39,12 @@ const bit = (s: PageState): number => 1 << s;
 const LEGAL: readonly number[] = [
   /* Untouched  */ bit(PageState.ZeroMapped) | bit(PageState.Dirty),
   /* Remote     */ bit(PageState.Fetching),
-  /* Fetching   */ bit(PageState.Clean) | bit(PageState.Dirty),
+  /* Fetching   */ bit(PageState.Clean) | bit(PageState.Dirty) | bit(PageState.Held),
   /* ZeroMapped */ bit(PageState.Dirty) | bit(PageState.Untouched) | bit(PageState.Evicting),
   /* Clean      */ bit(PageState.Dirty) | bit(PageState.Remote) | bit(PageState.Evicting),
   /* Dirty      */ bit(PageState.Evicting) | bit(PageState.Clean),
   /* Evicting   */ bit(PageState.Remote) | bit(PageState.Clean) | bit(PageState.Dirty),
+  /* Held       */ bit(PageState.Clean) | bit(PageState.Dirty) | bit(PageState.Remote),
 ];
 
 export class IllegalTransitionError extends Error {
@@ -61,7 +68,7 @@ export class PageTable {
   static readonly BYTES_PER_PAGE = 5;
 
   readonly state: Uint8Array;
-  /** Frame index holding the page while it occupies local memory (Fetching, Clean, Dirty), else -1. */
+  /** Frame index holding the page while it occupies local memory (Fetching, Clean, Dirty, Held), else -1. */
   readonly frame: Int32Array;
   readonly counts: Int32Array;
 

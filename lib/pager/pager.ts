@@ -9,12 +9,25 @@ import * as fs from 'node:fs';
 import { FarmemError } from '../errors';
 import { formatBytes } from '../units';
 import { COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
-import { createPolicy, type PrefetchPolicy, type PrefetchRanges } from '../policies';
 import { PAGE_SIZE } from '../protocol';
-import { C, HISTOGRAM_OFFSET, bucketOf } from '../stats';
+import { checkAnswer } from '../policies/check-answer';
+import { C, HISTOGRAM_OFFSET, bucketOf, prefetchAccounting, type PrefetchAccounting } from '../stats';
+import { TraceRecorder } from './trace-recorder';
 import { Transport, type NodeAddress } from '../transport/transport';
 import { FrameTable } from './frames';
 import { PageState, PageTable } from './page-table';
+import {
+  TIMED_OUT,
+  callGuide,
+  callPolicy,
+  guidePages,
+  loadGuide,
+  loadPolicy,
+  type ActiveGuide,
+  type ActivePolicy,
+  type GuideSpec,
+  type PolicySpec,
+} from './policy-host';
 
 export interface PagerOptions {
   nodes: NodeAddress[];
@@ -27,6 +40,8 @@ export interface PagerOptions {
   evictLowWater: number;
   maxPrefetchFraction: number;
   faultBatch: number;
+  /** Share of prefetched pages held unmapped until first touch, to measure accuracy. */
+  prefetchSample: number;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   reconnectInitialMs: number;
@@ -45,6 +60,54 @@ interface WriteCopy {
   offset: number;
 }
 
+/** What one policy (or a guide, or the region's advice) did while it was in charge. */
+export interface PolicyRecord {
+  name: string;
+  kind: 'policy' | 'guide' | 'advice';
+  /** Date.now() when it took over, and when it was replaced (null while active). */
+  since: number;
+  until: number | null;
+  /** Why it stopped, when it misbehaved. */
+  error: string | null;
+  /** Faults it was asked about. */
+  calls: number;
+  /** Pages fetched because a fault found them missing while it was in charge. */
+  demandFetches: number;
+  prefetched: number;
+  used: number;
+  sampled: number;
+  sampledUsed: number;
+  sampledUnused: number;
+}
+
+export type PolicyReport = Omit<PolicyRecord, 'sampledUsed' | 'sampledUnused'> & PrefetchAccounting;
+
+export type Advice = 'normal' | 'sequential' | 'random' | 'willneed' | 'dontneed';
+
+const enum AdviceKind {
+  Sequential = 1,
+  Random = 2,
+}
+
+interface AdviceRange {
+  first: number;
+  end: number;
+  kind: AdviceKind;
+}
+
+interface RegionGuide extends ActiveGuide {
+  record: number;
+  /** Pages whose hop is below this are followed; it moves to hop + depth when the application reaches a guided page. */
+  limit: number;
+  /** Resident guided pages not followed yet (they were at the limit): [page, hop] pairs. */
+  frontier: number[];
+}
+
+/** Pages ahead of a fault in a range advised 'sequential'. */
+const SEQUENTIAL_ADVICE_WINDOW = 512;
+/** Most frontier pages a guide keeps to resume from. */
+const MAX_GUIDE_FRONTIER = 256;
+
 interface PagerRegion {
   id: number;
   base: number;
@@ -52,7 +115,19 @@ interface PagerRegion {
   pages: number;
   table: PageTable;
   stats: Float64Array;
-  policy: PrefetchPolicy;
+  policy: ActivePolicy;
+  /** Index in records of the active policy. */
+  policyRecord: number;
+  /** Its prefetched pages known used since it was last called. */
+  usedSinceCall: number;
+  records: PolicyRecord[];
+  adviceRecord: number;
+  advice: AdviceRange[];
+  guide: RegionGuide | null;
+  sampleRate: number;
+  /** Accumulates sampleRate per prefetched page; a page is sampled each time it passes 1. */
+  sampleCredit: number;
+  trace: TraceRecorder | null;
   nodeIds: number[];
   writesInFlight: number;
   flushWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
@@ -68,6 +143,12 @@ const enum Deferred {
 
 const KEY_SPAN = 2 ** 31;
 
+const enum Landing {
+  Clean = 0,
+  Writable = 1,
+  Held = 2,
+}
+
 export class Pager {
   private readonly native: NativeBinding;
   private uffd: UffdHandle | null = null;
@@ -79,6 +160,8 @@ export class Pager {
   private sorted: PagerRegion[] = [];
   private lastHit: PagerRegion | null = null;
   private readonly writeCopies = new Map<number, WriteCopy>();
+  /** Data of Held pages, by frame. */
+  private readonly heldData = new Map<number, Buffer>();
   private readonly highFrames: number;
   private readonly lowFrames: number;
   private readonly maxPrefetchPages: number;
@@ -145,9 +228,9 @@ export class Pager {
 
   // ---- regions -------------------------------------------------------------------------------
 
-  async addRegion(id: number, base: number, size: number, stats: Float64Array, prefetch: string, prefetchOptions: Record<string, unknown>): Promise<void> {
+  async addRegion(id: number, base: number, size: number, stats: Float64Array, prefetch: PolicySpec): Promise<void> {
     const pages = Math.ceil(size / PAGE_SIZE);
-    const policy = createPolicy(prefetch, prefetchOptions);
+    const policy = await loadPolicy(prefetch, pages);
     let table: PageTable;
     try {
       table = new PageTable(id, pages);
@@ -168,6 +251,15 @@ export class Pager {
       table,
       stats,
       policy,
+      policyRecord: 0,
+      usedSinceCall: 0,
+      records: [newRecord(policy.name, 'policy')],
+      adviceRecord: -1,
+      advice: [],
+      guide: null,
+      sampleRate: this.options.prefetchSample,
+      sampleCredit: 0,
+      trace: null,
       nodeIds,
       writesInFlight: 0,
       flushWaiters: [],
@@ -201,6 +293,7 @@ export class Pager {
         if (region.table.get(frames.page[f]) === PageState.Fetching && frames.prefetched[f]) {
           this.prefetchInflight--;
         }
+        this.heldData.delete(f);
         frames.release(f);
       }
     }
@@ -215,6 +308,8 @@ export class Pager {
     for (const waiter of region.flushWaiters) waiter.resolve();
     region.flushWaiters = [];
     this.publish(region);
+    if (region.trace) await region.trace.stop().catch(() => undefined);
+    region.trace = null;
     if (!remote) return;
     // A node that is down frees the namespace itself after its orphan timeout; don't wait forever.
     let timer: NodeJS.Timeout | undefined;
@@ -236,12 +331,14 @@ export class Pager {
     return Promise.all(targets.map((region) => this.whenWritten(region))).then(() => undefined);
   }
 
-  /** Writes back dirty pages and drops every local page of the region: the next access faults. */
-  async evictRegion(id: number): Promise<void> {
+  /** Writes back dirty pages and drops every local page of the region (or of [first, end)): the next access faults. */
+  async evictRegion(id: number, first = 0, end = Infinity): Promise<void> {
     const region = this.mustRegion(id);
-    this.writeBack(region, this.pagesInState(region, PageState.Dirty), true);
-    this.dropClean(region, this.pagesInState(region, PageState.Clean));
-    const zeroMapped = this.pagesInState(region, PageState.ZeroMapped);
+    const inRange = (p: number): boolean => p >= first && p < end;
+    this.writeBack(region, this.pagesInState(region, PageState.Dirty).filter(inRange), true);
+    this.dropClean(region, this.pagesInState(region, PageState.Clean).filter(inRange));
+    this.dropHeld(region, this.pagesInState(region, PageState.Held).filter(inRange));
+    const zeroMapped = this.pagesInState(region, PageState.ZeroMapped).filter(inRange);
     const written = this.privatelyWritten(region, zeroMapped);
     this.writeBack(region, zeroMapped.filter((_, i) => written[i] === 1), true);
     forEachRun(zeroMapped.filter((_, i) => written[i] === 0), Infinity, Infinity, (first, count) => {
@@ -250,6 +347,95 @@ export class Pager {
     });
     this.publish(region);
     await this.whenWritten(region);
+  }
+
+  /**
+   * Replaces the region's policy. The module (if any) is loaded first; the switch itself happens between
+   * two fault batches, so no fault sees half of it. Pages in flight keep their issuer's accounting.
+   */
+  async setPrefetch(id: number, spec: PolicySpec): Promise<void> {
+    const region = this.mustRegion(id);
+    const policy = await loadPolicy(spec, region.pages);
+    if (region.freed) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
+    this.installPolicy(region, policy, null);
+  }
+
+  /** Sets (or with null removes) the region's guide. */
+  async setGuide(id: number, spec: GuideSpec | null): Promise<void> {
+    const region = this.mustRegion(id);
+    const guide = spec === null ? null : await loadGuide(spec);
+    if (region.freed) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
+    if (region.guide) region.records[region.guide.record].until = Date.now();
+    if (guide === null) {
+      region.guide = null;
+      return;
+    }
+    region.records.push(newRecord(`guide ${guide.name}`, 'guide'));
+    region.guide = { ...guide, record: region.records.length - 1, limit: guide.depth, frontier: [] };
+  }
+
+  /** The application's hint for pages [first, first + count). */
+  async advise(id: number, first: number, count: number, advice: Advice): Promise<{ pages: number }> {
+    const region = this.mustRegion(id);
+    const end = Math.min(region.pages, first + count);
+    switch (advice) {
+      case 'normal':
+      case 'sequential':
+      case 'random': {
+        const kept: AdviceRange[] = [];
+        for (const range of region.advice) {
+          // Later advice replaces earlier advice where they overlap.
+          if (range.first < first) kept.push({ ...range, end: Math.min(range.end, first) });
+          if (range.end > end) kept.push({ ...range, first: Math.max(range.first, end) });
+        }
+        if (advice !== 'normal') kept.push({ first, end, kind: advice === 'sequential' ? AdviceKind.Sequential : AdviceKind.Random });
+        region.advice = kept.filter((r) => r.end > r.first).sort((a, b) => a.first - b.first);
+        return { pages: end - first };
+      }
+      case 'willneed': {
+        const before = region.stats[C.prefetched];
+        this.prefetchRanges(region, [[first, end - first]], this.adviceRecord(region), -1, false, true);
+        this.issueFetches();
+        return { pages: region.stats[C.prefetched] - before };
+      }
+      case 'dontneed': {
+        const before = region.stats[C.evictions];
+        await this.evictRegion(id, first, end);
+        return { pages: region.stats[C.evictions] - before };
+      }
+    }
+  }
+
+  /** Starts recording the region's faults to `file` (see trace-file.ts). While it records, every prefetched page is held until touched. */
+  async traceStart(id: number, file: string): Promise<void> {
+    const region = this.mustRegion(id);
+    if (region.trace) {
+      throw new FarmemError('FARMEM_INVALID_OPTION', `region ${id} is already recording a trace to ${region.trace.file}: stop it first`);
+    }
+    region.trace = await TraceRecorder.open(file, {
+      regionPages: region.pages,
+      policy: region.policy.name,
+      localBudgetPages: this.frames.size,
+    });
+    region.sampleRate = 1;
+  }
+
+  async traceStop(id: number): Promise<{ file: string; faults: number }> {
+    const region = this.mustRegion(id);
+    const trace = region.trace;
+    if (!trace) throw new FarmemError('FARMEM_INVALID_OPTION', `region ${id} is not recording a trace: call trace.start(file) first`);
+    region.trace = null;
+    region.sampleRate = this.options.prefetchSample;
+    return trace.stop();
+  }
+
+  /** What each policy, guide and advice of the region did, oldest first. */
+  policyStats(id: number): PolicyReport[] {
+    const region = this.mustRegion(id);
+    return region.records.map((r) => {
+      const { sampledUsed: _u, sampledUnused: _n, ...rest } = r;
+      return { ...rest, ...prefetchAccounting(r, PAGE_SIZE) };
+    });
   }
 
   async close(): Promise<void> {
@@ -358,7 +544,8 @@ export class Pager {
           this.uffd!.writeProtect(address, PAGE_SIZE, true, true);
           this.uffd!.wake(address, PAGE_SIZE);
         }
-        this.askPolicy(region, page, write, false, now);
+        region.trace?.record(now, page, write, false);
+        this.consult(region, page, write, false, now);
         return;
       }
       case PageState.Remote: {
@@ -369,8 +556,16 @@ export class Pager {
         this.frames.wantsWrite[frame] = write ? 1 : 0;
         this.frames.faultAt[frame] = now;
         region.stats[C.remoteFetches]++;
+        region.records[region.policyRecord].demandFetches++;
+        if (region.guide) {
+          // The application went where no guide led: a new chain starts here.
+          this.frames.hop[frame] = 0;
+          region.guide.limit = region.guide.depth;
+          region.guide.frontier.length = 0;
+        }
         this.demand.push(region.id * KEY_SPAN + page);
-        this.askPolicy(region, page, write, false, now);
+        region.trace?.record(now, page, write, false);
+        this.consult(region, page, write, false, now);
         return;
       }
       case PageState.Fetching: {
@@ -379,8 +574,27 @@ export class Pager {
         if (this.frames.prefetched[frame] && this.frames.faultAt[frame] === 0) {
           this.frames.faultAt[frame] = now;
           region.stats[C.prefetchHits]++;
-          this.askPolicy(region, page, write, true, now);
+          this.markUsed(region, frame);
+          this.guideReached(region, frame);
+          region.trace?.record(now, page, write, true);
+          this.consult(region, page, write, true, now);
         }
+        return;
+      }
+      case PageState.Held: {
+        // A prefetched page kept back until now: mapped with no network, and known used.
+        const frame = table.frame[page];
+        const data = this.heldData.get(frame)!;
+        this.heldData.delete(frame);
+        table.move(page, write ? PageState.Dirty : PageState.Clean);
+        this.frames.referenced[frame] = 1;
+        region.stats[C.prefetchHits]++;
+        this.markUsed(region, frame);
+        this.publish(region);
+        this.uffd!.copy(address, data, 0, PAGE_SIZE, write ? 0 : COPY_WP);
+        this.guideReached(region, frame);
+        region.trace?.record(now, page, write, true);
+        this.consult(region, page, write, true, now);
         return;
       }
       case PageState.Evicting: {
@@ -392,6 +606,7 @@ export class Pager {
         table.move(page, wp ? PageState.Clean : PageState.Dirty);
         this.publish(region);
         this.uffd!.copy(address, copy.data, copy.offset, PAGE_SIZE, wp ? COPY_WP : 0);
+        region.trace?.record(now, page, write, false);
         return;
       }
       default:
@@ -406,6 +621,7 @@ export class Pager {
     switch (table.get(page)) {
       case PageState.Clean:
         this.frames.referenced[table.frame[page]] = 1;
+        this.markUsed(region, table.frame[page]);
         break;
       case PageState.ZeroMapped: {
         // The write will copy the zero page into a real one: that needs a frame.
@@ -444,38 +660,197 @@ export class Pager {
     this.issueFetches();
   }
 
-  private askPolicy(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number): void {
-    let ranges: PrefetchRanges | null;
-    try {
-      ranges = region.policy.onFault({ page, write, prefetchHit, time, regionPages: region.pages });
-    } catch (error) {
-      this.listener.notify('policy-error', { region: region.id, policy: region.policy.name, error: String(error) });
-      region.policy = createPolicy('none');
-      return;
+  /** Asks the region's advice, else its policy, what to prefetch after a fault on `page`. */
+  private consult(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number): void {
+    const advice = region.advice.length === 0 ? null : adviceAt(region.advice, page);
+    if (advice !== null) {
+      if (advice.kind === AdviceKind.Sequential) {
+        const count = Math.min(SEQUENTIAL_ADVICE_WINDOW, advice.end - page - 1);
+        if (count > 0) this.prefetchRanges(region, [[page + 1, count]], this.adviceRecord(region), -1, write, false);
+      }
+      return; // 'random': no prefetch
     }
-    if (!ranges) return;
+    const policy = region.policy;
+    const record = region.records[region.policyRecord];
+    record.calls++;
+    const event = { page, write, prefetchHit, prefetchUsed: region.usedSinceCall, time, regionPages: region.pages };
+    region.usedSinceCall = 0;
+    const started = policy.trusted ? 0 : performance.now();
+    let answer;
+    try {
+      answer = callPolicy(this.native, policy, event);
+    } catch (error) {
+      return this.policyFailed(region, `threw: ${error instanceof Error ? error.message : String(error)}`, error);
+    }
+    if (answer === TIMED_OUT || (!policy.trusted && performance.now() - started > policy.timeBudgetMs)) {
+      return this.policyFailed(region, `ran past its time budget of ${policy.timeBudgetMs} ms`, null);
+    }
+    if (answer === null || answer === undefined) return;
+    let ranges: Array<[number, number]>;
+    try {
+      ranges = checkAnswer(answer, region.pages);
+    } catch (error) {
+      return this.policyFailed(region, `answered garbage: ${(error as Error).message}`, error);
+    }
+    if (ranges.length > 0) this.prefetchRanges(region, ranges, region.policyRecord, -1, write, false);
+  }
+
+  /** Contains a misbehaving policy: the region goes on with 'none', and the application hears why. */
+  private policyFailed(region: PagerRegion, what: string, cause: unknown): void {
+    const name = region.policy.name;
+    const error = new FarmemError(
+      'FARMEM_POLICY_ERROR',
+      `prefetch policy '${name}' of region ${region.id} ${what}; the region now prefetches with 'none' ` +
+        `(faults are still served): fix the policy and setPrefetch() it again`,
+      { cause },
+    );
+    region.records[region.policyRecord].error = what;
+    region.stats[C.policyErrors]++;
+    this.installPolicy(region, { impl: { name: 'none', onFault: () => null }, name: 'none', trusted: true, timeBudgetMs: Infinity }, what);
+    this.listener.notify('policy-error', { region: region.id, policy: name, error: error.toJSON() });
+  }
+
+  private installPolicy(region: PagerRegion, policy: ActivePolicy, _reason: string | null): void {
+    region.records[region.policyRecord].until = Date.now();
+    region.records.push(newRecord(policy.name, 'policy'));
+    region.policyRecord = region.records.length - 1;
+    region.policy = policy;
+    region.usedSinceCall = 0;
+  }
+
+  private adviceRecord(region: PagerRegion): number {
+    if (region.adviceRecord < 0) {
+      region.records.push(newRecord('advice', 'advice'));
+      region.adviceRecord = region.records.length - 1;
+    }
+    return region.adviceRecord;
+  }
+
+  /**
+   * Starts prefetches of `ranges` (clipped, sorted or not) for `record`. Only missing pages are fetched,
+   * and only into free frames: a guess never pushes out a page that is resident. Never-written pages are
+   * zero-filled ahead instead. `force` lifts the in-flight limit (the application asked: 'willneed').
+   */
+  private prefetchRanges(region: PagerRegion, ranges: ReadonlyArray<readonly [number, number]>, record: number, hop: number, write: boolean, force: boolean): void {
     const table = region.table;
+    const frames = this.frames;
+    const limit = force ? Infinity : this.maxPrefetchPages;
     const untouched: number[] = [];
+    const stats = region.stats;
+    const owner = region.records[record];
     for (const [first, count] of ranges) {
-      const start = Math.max(0, Math.floor(first));
-      const end = Math.min(region.pages, Math.floor(first + count));
-      for (let p = start; p < end && this.prefetchInflight < this.maxPrefetchPages; p++) {
+      const start = Math.max(0, first);
+      const end = Math.min(region.pages, first + count);
+      for (let p = start; p < end && this.prefetchInflight < limit; p++) {
         const state = table.get(p);
         // Zero-filled guesses are bounded like fetched ones, so a guess is not evicted before its use.
         if (state === PageState.Untouched && untouched.length < this.maxPrefetchPages) untouched.push(p);
         if (state !== PageState.Remote) continue;
-        // A prefetch takes only a free frame: a guess never pushes out a page that is resident.
-        const frame = this.frames.take(region.id, p, true);
+        // Unreferenced: a guess is colder than any page the application touched.
+        const frame = frames.take(region.id, p, false);
         if (frame < 0) break;
         table.frame[p] = frame;
         table.move(p, PageState.Fetching);
-        this.frames.prefetched[frame] = 1;
-        region.stats[C.prefetched]++;
+        frames.prefetched[frame] = 1;
+        frames.guess[frame] = 1;
+        frames.issuer[frame] = record;
+        frames.hop[frame] = hop;
+        region.sampleCredit += region.sampleRate;
+        if (region.sampleCredit >= 1) {
+          region.sampleCredit -= 1;
+          frames.sampled[frame] = 1;
+          owner.sampled++;
+          stats[C.prefetchSampled]++;
+        }
+        owner.prefetched++;
+        stats[C.prefetched]++;
         this.prefetchInflight++;
         this.prefetch.push(region.id * KEY_SPAN + p);
       }
     }
     if (untouched.length > 0) this.zeroAhead(region, untouched.sort((a, b) => a - b), write);
+  }
+
+  /** A fault found a prefetched page: the guess was right. */
+  private markUsed(region: PagerRegion, frame: number): void {
+    const frames = this.frames;
+    if (frames.guess[frame] === 0) return;
+    frames.guess[frame] = 0;
+    const record = region.records[frames.issuer[frame]];
+    record.used++;
+    region.stats[C.prefetchUsed]++;
+    if (frames.sampled[frame]) {
+      frames.sampled[frame] = 0;
+      record.sampledUsed++;
+      region.stats[C.prefetchSampledUsed]++;
+    }
+    if (frames.issuer[frame] === region.policyRecord) region.usedSinceCall++;
+  }
+
+  /** A prefetched page leaves local memory with no use seen: known unused if it was held, else unknown. */
+  private markGone(region: PagerRegion, frame: number): void {
+    const frames = this.frames;
+    if (frames.guess[frame] === 0) return;
+    frames.guess[frame] = 0;
+    if (frames.sampled[frame]) {
+      frames.sampled[frame] = 0;
+      region.records[frames.issuer[frame]].sampledUnused++;
+      region.stats[C.prefetchSampledUnused]++;
+    }
+  }
+
+  /** The application reached a guided page: let chains run `depth` hops past it, resuming stopped ones. */
+  private guideReached(region: PagerRegion, frame: number): void {
+    const guide = region.guide;
+    const hop = this.frames.hop[frame];
+    if (!guide || hop < 0) return;
+    guide.limit = Math.max(guide.limit, hop + guide.depth);
+    if (guide.frontier.length === 0) return;
+    const waiting = guide.frontier;
+    guide.frontier = [];
+    const bytes = Buffer.allocUnsafe(PAGE_SIZE);
+    for (let i = 0; i < waiting.length && region.guide === guide; i += 2) {
+      const page = waiting[i];
+      const state = region.table.get(page);
+      if (state === PageState.Held) {
+        this.followGuide(region, page, waiting[i + 1], this.heldData.get(region.table.frame[page])!);
+      } else if (state === PageState.Clean || state === PageState.Dirty) {
+        // Resident and mapped: reading it cannot fault.
+        this.native.readOut(region.base + page * PAGE_SIZE, PAGE_SIZE, bytes, 0);
+        this.followGuide(region, page, waiting[i + 1], bytes);
+      }
+    }
+  }
+
+  /** Calls the guide on a page it leads through (its bytes in `data`), and fetches what it names. */
+  private followGuide(region: PagerRegion, page: number, hop: number, data: Uint8Array): void {
+    const guide = region.guide!;
+    if (hop >= guide.limit) {
+      if (guide.frontier.length < 2 * MAX_GUIDE_FRONTIER) guide.frontier.push(page, hop);
+      return;
+    }
+    const record = region.records[guide.record];
+    record.calls++;
+    let pages: number[];
+    try {
+      const answer = callGuide(this.native, guide, data, { offset: page * PAGE_SIZE, regionSize: region.size, hop });
+      if (answer === TIMED_OUT) throw new Error(`ran past its time budget of ${guide.timeBudgetMs} ms`);
+      pages = guidePages(answer, region.size, this.options.maxRequestPages);
+    } catch (error) {
+      const what = error instanceof Error ? error.message : String(error);
+      record.error = what;
+      record.until = Date.now();
+      region.guide = null;
+      region.stats[C.policyErrors]++;
+      const failure = new FarmemError(
+        'FARMEM_POLICY_ERROR',
+        `guide ${guide.name} of region ${region.id} failed: ${what}; the region goes on without it (faults are still served)`,
+        { cause: error },
+      );
+      this.listener.notify('policy-error', { region: region.id, policy: `guide ${guide.name}`, error: failure.toJSON() });
+      return;
+    }
+    if (pages.length > 0) this.prefetchRanges(region, pages.map((p) => [p, 1] as const), guide.record, hop + 1, false, false);
   }
 
   /**
@@ -563,19 +938,17 @@ export class Pager {
   private onPages(region: PagerRegion, first: number, src: Buffer, srcOffset: number, count: number): void {
     if (region.freed) return;
     const table = region.table;
+    const frames = this.frames;
     const now = performance.now();
     let runStart = 0;
     while (runStart < count) {
       const firstPage = first + runStart;
-      const frames = this.frames;
-      const writable = frames.wantsWrite[table.frame[firstPage]] === 1;
+      const mode = this.landingMode(table.frame[firstPage]);
       let runLength = 1;
-      while (runStart + runLength < count && (frames.wantsWrite[table.frame[firstPage + runLength]] === 1) === writable) {
-        runLength++;
-      }
+      while (runStart + runLength < count && this.landingMode(table.frame[firstPage + runLength]) === mode) runLength++;
       for (let p = firstPage; p < firstPage + runLength; p++) {
         const frame = table.frame[p];
-        table.move(p, writable ? PageState.Dirty : PageState.Clean);
+        table.move(p, mode === Landing.Held ? PageState.Held : mode === Landing.Writable ? PageState.Dirty : PageState.Clean);
         frames.wantsWrite[frame] = 0;
         if (frames.prefetched[frame]) {
           frames.prefetched[frame] = 0;
@@ -592,18 +965,38 @@ export class Pager {
         }
       }
       region.stats[C.bytesFetched] += runLength * PAGE_SIZE;
-      this.publish(region);
-      // Last: this wakes the threads waiting on these pages, who may read the counters at once.
-      this.uffd!.copy(
-        region.base + firstPage * PAGE_SIZE,
-        src,
-        srcOffset + runStart * PAGE_SIZE,
-        runLength * PAGE_SIZE,
-        writable ? 0 : COPY_WP,
-      );
+      const at = srcOffset + runStart * PAGE_SIZE;
+      if (mode === Landing.Held) {
+        // Kept back: the page is mapped on its first touch, which tells us the guess was used.
+        for (let k = 0; k < runLength; k++) {
+          const data = Buffer.allocUnsafeSlow(PAGE_SIZE);
+          src.copy(data, 0, at + k * PAGE_SIZE, at + (k + 1) * PAGE_SIZE);
+          this.heldData.set(table.frame[firstPage + k], data);
+        }
+        this.publish(region);
+      } else {
+        this.publish(region);
+        // Last: this wakes the threads waiting on these pages, who may read the counters at once.
+        this.uffd!.copy(region.base + firstPage * PAGE_SIZE, src, at, runLength * PAGE_SIZE, mode === Landing.Writable ? 0 : COPY_WP);
+      }
+      if (region.guide) {
+        for (let k = 0; k < runLength && region.guide; k++) {
+          const hop = frames.hop[table.frame[firstPage + k]];
+          if (hop >= 0) this.followGuide(region, firstPage + k, hop, src.subarray(at + k * PAGE_SIZE, at + (k + 1) * PAGE_SIZE));
+        }
+      }
       runStart += runLength;
     }
     if (this.deferred.length > 0) this.retryDeferred();
+    else if (this.prefetch.length > 0) this.issueFetches();
+  }
+
+  /** How a fetched page goes in: writable for a waiting writer, held if sampled and nobody waits, else write-protected. */
+  private landingMode(frame: number): Landing {
+    const frames = this.frames;
+    if (frames.wantsWrite[frame] === 1) return Landing.Writable;
+    if (frames.sampled[frame] === 1 && frames.faultAt[frame] === 0) return Landing.Held;
+    return Landing.Clean;
   }
 
   // ---- budget and eviction ---------------------------------------------------------------------
@@ -633,7 +1026,7 @@ export class Pager {
       if (f < 0) break;
       const regionId = frames.region[f];
       const state = this.regions.get(regionId)!.table.get(frames.page[f]);
-      if ((state !== PageState.Clean && state !== PageState.Dirty) || frames.referenced[f]) {
+      if ((state !== PageState.Clean && state !== PageState.Dirty && state !== PageState.Held) || frames.referenced[f]) {
         // In flight, or touched since the hand last passed: back of the queue.
         frames.referenced[f] = 0;
         frames.requeue(f);
@@ -651,13 +1044,16 @@ export class Pager {
       const region = this.regions.get(regionId)!;
       const dirty: number[] = [];
       const clean: number[] = [];
+      const held: number[] = [];
       while (i < victims.length && Math.floor(victims[i] / KEY_SPAN) === regionId) {
         const page = victims[i] - regionId * KEY_SPAN;
-        (region.table.get(page) === PageState.Dirty ? dirty : clean).push(page);
+        const state = region.table.get(page);
+        (state === PageState.Dirty ? dirty : state === PageState.Held ? held : clean).push(page);
         i++;
       }
       this.writeBack(region, dirty, true);
       this.dropClean(region, clean);
+      this.dropHeld(region, held);
       this.publish(region);
     }
   }
@@ -668,12 +1064,27 @@ export class Pager {
     forEachRun(pages, Infinity, Infinity, (first, count) => {
       for (let p = first; p < first + count; p++) {
         table.move(p, this.writeCopies.has(region.id * KEY_SPAN + p) ? PageState.Evicting : PageState.Remote);
+        this.markGone(region, table.frame[p]);
         this.frames.release(table.frame[p]);
         table.frame[p] = -1;
       }
       this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
       region.stats[C.evictions] += count;
     });
+  }
+
+  /** Drops held pages: never mapped, equal to the node's copy, so nothing to write and nothing to unmap. */
+  private dropHeld(region: PagerRegion, pages: number[]): void {
+    const table = region.table;
+    for (const p of pages) {
+      const frame = table.frame[p];
+      table.move(p, PageState.Remote);
+      this.markGone(region, frame);
+      this.heldData.delete(frame);
+      this.frames.release(frame);
+      table.frame[p] = -1;
+    }
+    region.stats[C.evictions] += pages.length;
   }
 
   /**
@@ -700,6 +1111,7 @@ export class Pager {
         copies.push(copy);
         this.writeCopies.set(region.id * KEY_SPAN + p, copy);
         if (drop && table.frame[p] >= 0) {
+          this.markGone(region, table.frame[p]);
           this.frames.release(table.frame[p]);
           table.frame[p] = -1;
         }
@@ -761,7 +1173,7 @@ export class Pager {
 
   private publish(region: PagerRegion): void {
     const counts = region.table.counts;
-    region.stats[C.residentPages] = counts[PageState.Clean] + counts[PageState.Dirty];
+    region.stats[C.residentPages] = counts[PageState.Clean] + counts[PageState.Dirty] + counts[PageState.Held];
     region.stats[C.dirtyPages] = counts[PageState.Dirty];
     region.stats[C.inflightPages] = counts[PageState.Fetching];
   }
@@ -792,4 +1204,29 @@ function forEachRun(pages: number[], stripe: number, maxPages: number, fn: (firs
     fn(first, count);
     i += count;
   }
+}
+
+function newRecord(name: string, kind: PolicyRecord['kind']): PolicyRecord {
+  return {
+    name,
+    kind,
+    since: Date.now(),
+    until: null,
+    error: null,
+    calls: 0,
+    demandFetches: 0,
+    prefetched: 0,
+    used: 0,
+    sampled: 0,
+    sampledUsed: 0,
+    sampledUnused: 0,
+  };
+}
+
+function adviceAt(advice: AdviceRange[], page: number): AdviceRange | null {
+  for (const range of advice) {
+    if (page < range.first) return null;
+    if (page < range.end) return range;
+  }
+  return null;
 }

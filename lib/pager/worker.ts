@@ -1,10 +1,17 @@
 // Entry of the pager thread: one per FarMemory. Everything in this file runs on the pager thread.
 import { parentPort, workerData } from 'node:worker_threads';
 import { FarmemError } from '../errors';
-import { Pager, type PagerOptions } from './pager';
+import { Pager, type Advice, type PagerOptions } from './pager';
+import type { GuideSpec, PolicySpec } from './policy-host';
 
 export type PagerRequest =
-  | { op: 'addRegion'; id: number; base: number; size: number; stats: SharedArrayBuffer; prefetch: string; prefetchOptions: Record<string, unknown> }
+  | { op: 'addRegion'; id: number; base: number; size: number; stats: SharedArrayBuffer; prefetch: PolicySpec }
+  | { op: 'setPrefetch'; id: number; prefetch: PolicySpec }
+  | { op: 'setGuide'; id: number; guide: GuideSpec | null }
+  | { op: 'advise'; id: number; first: number; count: number; advice: Advice }
+  | { op: 'traceStart'; id: number; file: string }
+  | { op: 'traceStop'; id: number }
+  | { op: 'policyStats'; id: number }
   | { op: 'freeRegion'; id: number }
   | { op: 'flush'; id?: number }
   | { op: 'evict'; id: number }
@@ -36,7 +43,19 @@ const pager = new Pager(workerData as PagerOptions, {
 async function handle(request: PagerRequest): Promise<unknown> {
   switch (request.op) {
     case 'addRegion':
-      return pager.addRegion(request.id, request.base, request.size, new Float64Array(request.stats), request.prefetch, request.prefetchOptions);
+      return pager.addRegion(request.id, request.base, request.size, new Float64Array(request.stats), request.prefetch);
+    case 'setPrefetch':
+      return pager.setPrefetch(request.id, request.prefetch);
+    case 'setGuide':
+      return pager.setGuide(request.id, request.guide);
+    case 'advise':
+      return pager.advise(request.id, request.first, request.count, request.advice);
+    case 'traceStart':
+      return pager.traceStart(request.id, request.file);
+    case 'traceStop':
+      return pager.traceStop(request.id);
+    case 'policyStats':
+      return pager.policyStats(request.id);
     case 'freeRegion':
       return pager.freeRegion(request.id);
     case 'flush':
