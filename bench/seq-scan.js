@@ -23,8 +23,8 @@ async function main() {
   });
   const size = parseSize(opts.size);
   const passes = Number(opts.passes);
-  const fm = await FarMemory.open({ nodes: [opts.node], localBudget: opts.budget });
-  const region = await fm.allocate(size, { prefetch: opts.prefetch });
+  const fm = await FarMemory.open({ nodes: [opts.node], localBudget: opts.budget, ...JSON.parse(process.env.FARMEM_BENCH_OPTIONS || '{}') });
+  const region = await fm.allocate(size, { prefetch: opts.prefetch, prefetchOptions: JSON.parse(process.env.FARMEM_BENCH_POLICY_OPTIONS || '{}') });
   const data = new Float64Array(region.buffer);
   for (let i = 0; i < data.length; i++) data[i] = i & 1023;
 
