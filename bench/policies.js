@@ -52,30 +52,44 @@ async function child(opts) {
   out.plain.strideSeconds = timed(() => touch(plain, stridePages, doublesPerPage)).seconds;
   out.plain.randomSeconds = timed(() => touch(plain, randomPages, doublesPerPage)).seconds;
 
-  for (const policy of POLICIES) {
-    const result = {};
-    for (const [pattern, bytes] of [['scan', scanBytes], ['stride', patternBytes], ['random', patternBytes]]) {
-      const region = await fm.allocate(bytes, { prefetch: policy });
-      const view = new Float64Array(region.buffer);
-      for (let i = 0; i < view.length; i++) view[i] = i & 1023;
-      await region.evict(); // every page remote
-      const before = region.stats();
-      let measured;
-      if (pattern === 'scan') measured = timed(() => scan(view));
-      else measured = timed(() => touch(view, pattern === 'stride' ? stridePages : randomPages, doublesPerPage));
-      const expected = pattern === 'scan' ? scan(plain.subarray(0, bytes / 8)) : touch(plain, pattern === 'stride' ? stridePages : randomPages, doublesPerPage);
-      if (measured.value !== expected) throw new Error(`${policy} ${pattern}: sum ${measured.value}, expected ${expected}`);
-      const after = region.stats();
-      result[pattern] = {
-        seconds: measured.seconds,
-        gbPerSec: pattern === 'scan' ? bytes / 1e9 / measured.seconds : undefined,
-        demandFetches: after.remoteFetches - before.remoteFetches,
-        prefetched: after.prefetched - before.prefetched,
-        faults: after.faults - before.faults,
-      };
-      await region.free();
+  // Pattern by pattern, the policies in an order rotated per trial and round, so that no policy always
+  // runs first or last in the process; random access, the closest comparison, runs three rounds.
+  const rounds = { scan: 1, stride: 1, random: quick ? 1 : 3 };
+  const samples = Object.fromEntries(POLICIES.map((p) => [p, { scan: [], stride: [], random: [] }]));
+  for (const [pattern, bytes] of [['scan', scanBytes], ['stride', patternBytes], ['random', patternBytes]]) {
+    for (let round = 0; round < rounds[pattern]; round++) {
+      const shift = (Number(opts.trial) + round) % POLICIES.length;
+      for (const policy of [...POLICIES.slice(shift), ...POLICIES.slice(0, shift)]) {
+        const region = await fm.allocate(bytes, { prefetch: policy });
+        const view = new Float64Array(region.buffer);
+        for (let i = 0; i < view.length; i++) view[i] = i & 1023;
+        await region.evict(); // every page remote
+        const before = region.stats();
+        let measured;
+        if (pattern === 'scan') measured = timed(() => scan(view));
+        else measured = timed(() => touch(view, pattern === 'stride' ? stridePages : randomPages, doublesPerPage));
+        const expected = pattern === 'scan' ? scan(plain.subarray(0, bytes / 8)) : touch(plain, pattern === 'stride' ? stridePages : randomPages, doublesPerPage);
+        if (measured.value !== expected) throw new Error(`${policy} ${pattern}: sum ${measured.value}, expected ${expected}`);
+        const after = region.stats();
+        samples[policy][pattern].push({
+          seconds: measured.seconds,
+          gbPerSec: pattern === 'scan' ? bytes / 1e9 / measured.seconds : undefined,
+          demandFetches: after.remoteFetches - before.remoteFetches,
+          prefetched: after.prefetched - before.prefetched,
+          faults: after.faults - before.faults,
+        });
+        await region.free();
+      }
     }
-    out.policies[policy] = result;
+  }
+  for (const policy of POLICIES) {
+    out.policies[policy] = {};
+    for (const pattern of ['scan', 'stride', 'random']) {
+      const runs = samples[policy][pattern];
+      const bySeconds = [...runs].sort((a, b) => a.seconds - b.seconds);
+      // The median run by time, with all its counters; every run's seconds are kept.
+      out.policies[policy][pattern] = { ...bySeconds[Math.floor((bySeconds.length - 1) / 2)], allSeconds: runs.map((r) => r.seconds) };
+    }
   }
   await fm.close();
   console.log(JSON.stringify(out));
@@ -98,6 +112,7 @@ async function main() {
     quick: { type: 'boolean', default: false },
     trials: { type: 'string', default: '3' },
     stride: { type: 'string', default: '8' },
+    trial: { type: 'string', default: '0' },
     out: { type: 'string' },
   });
   if (opts.child) return child(opts);
@@ -106,7 +121,7 @@ async function main() {
   const results = { machine: machine(), stride: Number(opts.stride), trials: [] };
   try {
     for (let t = 0; t < trials; t++) {
-      const argv = [__filename, '--child', '--node', node.address, '--stride', opts.stride, ...(opts.quick ? ['--quick'] : [])];
+      const argv = [__filename, '--child', '--node', node.address, '--stride', opts.stride, '--trial', String(t), ...(opts.quick ? ['--quick'] : [])];
       const r = spawnSync(process.execPath, argv, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
       if (r.status !== 0) throw new Error(`trial ${t + 1} failed (${r.status ?? r.signal})`);
       results.trials.push(JSON.parse(r.stdout.trim().split('\n').pop()));

@@ -94,12 +94,12 @@ describe('built-in policies on synthetic patterns', () => {
 
   it.each(['forward', 'backward'])('%s scan: readahead, stride and leap remove nearly every fault, nearly every prefetch used', (name) => {
     const rows = replay(name);
-    // Measured: readahead 2 faults, stride 3, leap 312 (its window grows from 1 page, by hits).
+    // Measured: readahead 9 faults (maxWindow 1024), stride 3, leap 312 (its window grows from 1 page, by hits).
     for (const policy of ['readahead', 'stride', 'leap']) {
       expect(rows[policy].coverage, policy).toBeGreaterThan(0.95);
       expect(rows[policy].accuracy, policy).toBeGreaterThan(0.95);
     }
-    expect(rows.readahead.faults).toBeLessThan(10);
+    expect(rows.readahead.faults).toBeLessThan(20);
   });
 
   it.each(['stride 3', 'stride 17', 'stride -5'])('%s: stride and leap cut faults by far more than 5x; readahead stays out', (name) => {
@@ -141,17 +141,18 @@ describe('built-in policies on synthetic patterns', () => {
     }
   });
 
-  it('when prefetched pages are read without a fault (mapped on arrival), readahead and stride still keep ahead', () => {
+  it('when prefetched pages are read without a fault (mapped on arrival), every policy still keeps ahead', () => {
     const forward = replay('forward', { notifyPrefetchHits: false });
     const stride17 = replay('stride 17', { notifyPrefetchHits: false });
-    // Measured: readahead coverage 0.998 (two windows ahead), stride 0.970 (one fault per 33 pages).
+    // Measured: readahead coverage 0.999 (two windows ahead), stride 0.970 (one fault per 33 pages).
     expect(forward.readahead.coverage).toBeGreaterThan(0.95);
     expect(forward.stride.coverage).toBeGreaterThan(0.9);
     expect(stride17.stride.coverage).toBeGreaterThan(0.9);
-    // Leap's trend is over the faults it sees: here only the edges of what it fetched, whose deltas vary
-    // with the window. Measured: forward 0.754, stride 17 0.484 with accuracy 0.578.
-    expect(forward.leap.coverage).toBeGreaterThan(0.5);
-    expect(stride17.leap.coverage).toBeGreaterThan(0.3);
+    // Leap fills in the reads it could not see from where the next fault lands along its trend.
+    // Measured: forward 0.983, stride 17 0.984, accuracy 1.0 (without that inference: 0.754 and 0.484).
+    expect(forward.leap.coverage).toBeGreaterThan(0.95);
+    expect(stride17.leap.coverage).toBeGreaterThan(0.95);
+    expect(stride17.leap.accuracy).toBeGreaterThan(0.95);
   });
 
   it('under a tight budget, prefetches refused for want of free frames are asked for again, not lost', () => {
@@ -445,5 +446,16 @@ describe('simulate', () => {
     const rows = replayPolicies(trace, ['leap', 'none', 'leap'], { budgetPages: 100 });
     expect(rows.map((r) => r.policy)).toEqual(['none', 'leap']);
     expect(rows[0].coverage).toBe(0);
+  });
+});
+
+describe('stride, regression', () => {
+  it('restarts a stream of the same stride confirmed again elsewhere (a second scan of the region)', () => {
+    const policy = new StridePolicy();
+    const at = (page: number) => policy.onFault({ page, write: false, prefetchHit: false, prefetchUsed: 0, time: 0, regionPages: 4096 });
+    for (let p = 0; p < 4096; p += 33) at(p); // a first pass, stride 33, to the end of the region
+    at(0);
+    at(33);
+    expect(at(66)).toEqual(Array.from({ length: 32 }, (_, k) => 66 + 33 * (k + 1)).filter((p) => p < 4096));
   });
 });

@@ -14,6 +14,13 @@ export interface LeapOptions {
  */
 const MIN_FALLBACK_BLOCK = 4;
 
+/**
+ * Most trend deltas logged for reads inferred at once. The kernel would log one per page read, but an
+ * inference can be a coincidence (a new stride that lands right past the old window), and a history
+ * flooded with the old trend would take many faults to notice the new one.
+ */
+const INFERRED_DELTAS = 2;
+
 /** The smallest power of two >= n (n >= 1). */
 function ceilPowerOfTwo(n: number): number {
   let p = 1;
@@ -44,6 +51,9 @@ export class LeapPolicy implements PrefetchPolicy {
   private usedSincePrefetch = 0;
   private lastWindow = 0;
   private hasPrefetched = false;
+  /** The trend the last prefetch followed (0: none), and the first page along it past that window. */
+  private followedTrend = 0;
+  private followedNext = -1;
 
   constructor(options: LeapOptions = {}) {
     checkOptionNames(options, ['historySize', 'maxWindow'], "the 'leap' policy");
@@ -56,7 +66,19 @@ export class LeapPolicy implements PrefetchPolicy {
     const { page } = event;
     this.usedSincePrefetch += event.prefetchUsed;
     // A repeated fault on the same page (another thread) has no direction; Leap's history is of movement.
-    if (this.lastPage >= 0 && page !== this.lastPage) this.record(page - this.lastPage);
+    if (this.lastPage >= 0 && page !== this.lastPage) {
+      const steps = event.prefetchHit ? 0 : this.stepsToFollowedNext(page);
+      if (steps > 0) {
+        // In a region the pages a prefetch mapped on arrival are read with no fault, where Leap's kernel
+        // logs each as a swap-cache hit. A miss on exactly the first page past the window it fetched along
+        // the trend means the application read its way through: log the pages from the last fault on as
+        // the kernel would have (a few trend deltas, not one per page: see INFERRED_DELTAS), and count them as hits.
+        for (let k = 0; k < Math.min(steps, INFERRED_DELTAS); k++) this.record(this.followedTrend);
+        this.usedSincePrefetch += steps - 1;
+      } else {
+        this.record(page - this.lastPage);
+      }
+    }
     this.lastPage = page;
     // Like Leap in the kernel, a hit only feeds the history and the hit count; misses prefetch.
     if (event.prefetchHit) return null;
@@ -65,10 +87,24 @@ export class LeapPolicy implements PrefetchPolicy {
     window = Math.max(window, this.lastWindow >> 1, 1);
     this.lastWindow = window;
     const trend = this.findTrend();
-    if (trend !== 0) return this.prefetched(this.alongTrend(page, trend, window, event.regionPages));
+    if (trend !== 0) {
+      const answer = this.alongTrend(page, trend, window, event.regionPages);
+      const count = Math.min(window, trend > 0 ? Math.floor((event.regionPages - 1 - page) / trend) : Math.floor(page / -trend));
+      this.followedTrend = answer ? trend : 0;
+      this.followedNext = page + (count + 1) * trend;
+      return this.prefetched(answer);
+    }
+    this.followedTrend = 0;
     // No trend, and the previous prefetch went unused: wait rather than guess again.
     if (this.hasPrefetched && this.usedSincePrefetch === 0) return null;
     return this.prefetched(this.aroundFault(page, Math.max(window, MIN_FALLBACK_BLOCK), event.regionPages));
+  }
+
+  /** When `page` is the first page past the last window along its trend: the strides from the last fault to it; else 0. */
+  private stepsToFollowedNext(page: number): number {
+    if (this.followedTrend === 0 || page !== this.followedNext) return 0;
+    const steps = (page - this.lastPage) / this.followedTrend;
+    return Number.isInteger(steps) && steps >= 1 ? steps : 0;
   }
 
   private record(delta: number): void {

@@ -56,8 +56,9 @@ export class StridePolicy implements PrefetchPolicy {
     // must not pass for a new stride.
     const continuesStream =
       this.stride !== 0 && (page === this.frontier || (!event.prefetchHit && this.predicted(page)));
-    if (!continuesStream && this.repeats >= this.confirmations && this.lastDelta !== this.stride) {
-      // A new stride starts a new stream: what the old one asked for is on another lattice.
+    if (!continuesStream && this.repeats >= this.confirmations && (this.lastDelta !== this.stride || !this.predicted(page))) {
+      // A new stride starts a new stream: what the old one asked for is on another lattice. So does the
+      // same stride confirmed again away from the stream (a second pass over the region, say).
       this.stride = this.lastDelta;
       this.position = page;
       this.frontier = page + this.stride;
