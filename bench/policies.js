@@ -148,7 +148,7 @@ async function main() {
     };
   }
   results.summary = summary;
-  const file = opts.out ?? path.join(ROOT, 'bench', 'results', `policies-${results.machine.date.slice(0, 10)}.json`);
+  const file = opts.out ?? path.join(ROOT, 'bench', 'results', `policies-${results.machine.date.slice(0, 16).replace(':', '')}.json`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
   const rows = POLICIES.map((policy) => {

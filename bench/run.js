@@ -75,6 +75,7 @@ async function main() {
     faultP99Us: m((t) => t.latency.farmem.p99Us),
     plainReadP50Us: m((t) => t.latency.plain.p50Us),
     scanGBps: m((t) => t.scan.farmem.gbPerSec),
+    coldScanGBps: m((t) => t.scan.farmem.coldPass ?? 0),
     plainScanGBps: m((t) => t.scan.plain.gbPerSec),
   };
   if (reference) {
@@ -87,7 +88,9 @@ async function main() {
   results.summary = s;
   const dir = path.join(ROOT, 'bench/results');
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${results.machine.date.slice(0, 10)}${opts.quick ? '-quick' : ''}.json`);
+  // One file per run (date and time), so that a later run never overwrites results the docs cite.
+  const stamp = results.machine.date.slice(0, 16).replace(':', '');
+  const file = path.join(dir, `scan-latency-${stamp}${opts.quick ? '-quick' : ''}.json`);
   fs.writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
 
   const row = (name, farmem, plain, ref, unit) =>
@@ -99,6 +102,7 @@ async function main() {
   console.log(row('demand fault p50', s.faultP50Us, s.plainReadP50Us, s.referenceFaultP50Us, 'µs'));
   console.log(row('demand fault p99', s.faultP99Us, m((t) => t.latency.plain.p99Us), s.referenceFaultP99Us, 'µs'));
   console.log(row('sequential scan', s.scanGBps, s.plainScanGBps, s.referenceScanGBps, 'GB/s'));
+  console.log(row('sequential scan, first pass', s.coldScanGBps, s.plainScanGBps, s.referenceScanGBps, 'GB/s'));
 }
 
 run(main);

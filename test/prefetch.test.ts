@@ -207,6 +207,7 @@ describe('misbehaving policies are contained', () => {
     const { region, bytes } = await remoteRegion(64, 'readahead');
     await expect(region.setPrefetch({ module: path.join(POLICIES, 'missing.mjs') })).rejects.toMatchObject({ code: 'FARMEM_POLICY_LOAD_FAILED' });
     await expect(region.setPrefetch({ module: path.join(POLICIES, 'no-factory.mjs') })).rejects.toThrow(/exports no factory/);
+    await expect(region.setPrefetch({ module: path.join(POLICIES, 'endless-factory.mjs') })).rejects.toThrow(/ran for more than 1000 ms/);
     await expect(region.setPrefetch({ module: 'some-package' })).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });
     await expect(region.setPrefetch('clairvoyant')).rejects.toThrow(/'none', 'readahead', 'stride', 'leap'/);
     await expect(region.setPrefetch('readahead', { window: 4 })).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });

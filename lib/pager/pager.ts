@@ -230,7 +230,7 @@ export class Pager {
 
   async addRegion(id: number, base: number, size: number, stats: Float64Array, prefetch: PolicySpec): Promise<void> {
     const pages = Math.ceil(size / PAGE_SIZE);
-    const policy = await loadPolicy(prefetch, pages);
+    const policy = await loadPolicy(this.native, prefetch, pages);
     let table: PageTable;
     try {
       table = new PageTable(id, pages);
@@ -355,7 +355,7 @@ export class Pager {
    */
   async setPrefetch(id: number, spec: PolicySpec): Promise<void> {
     const region = this.mustRegion(id);
-    const policy = await loadPolicy(spec, region.pages);
+    const policy = await loadPolicy(this.native, spec, region.pages);
     if (region.freed) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
     this.installPolicy(region, policy, null);
   }
@@ -363,7 +363,7 @@ export class Pager {
   /** Sets (or with null removes) the region's guide. */
   async setGuide(id: number, spec: GuideSpec | null): Promise<void> {
     const region = this.mustRegion(id);
-    const guide = spec === null ? null : await loadGuide(spec);
+    const guide = spec === null ? null : await loadGuide(this.native, spec);
     if (region.freed) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
     if (region.guide) region.records[region.guide.record].until = Date.now();
     if (guide === null) {

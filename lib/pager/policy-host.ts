@@ -65,7 +65,25 @@ async function importFrom(url: string, what: string): Promise<Record<string, unk
   }
 }
 
-export async function loadPolicy(spec: PolicySpec, regionPages: number): Promise<ActivePolicy> {
+/** How long a module's factory (createPolicy, createGuide) may run. Its top-level code runs unguarded, in import(). */
+const FACTORY_BUDGET_MS = 1000;
+
+/** Calls a module's factory under FACTORY_BUDGET_MS; throws FARMEM_POLICY_LOAD_FAILED if it throws or overruns. */
+function callFactory(native: NativeBinding, url: string, factory: Function, ...args: unknown[]): unknown {
+  let result: unknown;
+  try {
+    result = native.callWithDeadline(FACTORY_BUDGET_MS, TIMED_OUT, factory, undefined, ...args);
+  } catch (error) {
+    if (error instanceof FarmemError) throw error;
+    throw new FarmemError('FARMEM_POLICY_LOAD_FAILED', `the factory of ${url} threw: ${String(error)}`, { cause: error });
+  }
+  if (result === TIMED_OUT) {
+    throw new FarmemError('FARMEM_POLICY_LOAD_FAILED', `the factory of ${url} ran for more than ${FACTORY_BUDGET_MS} ms and was stopped`);
+  }
+  return result;
+}
+
+export async function loadPolicy(native: NativeBinding, spec: PolicySpec, regionPages: number): Promise<ActivePolicy> {
   if (spec.kind === 'builtin') {
     return { impl: createPolicy(spec.name, spec.options), name: spec.name, trusted: true, timeBudgetMs: Infinity };
   }
@@ -78,15 +96,7 @@ export async function loadPolicy(spec: PolicySpec, regionPages: number): Promise
     );
   }
   const context: PolicyContext = { regionPages, pageSize: PAGE_SIZE };
-  let impl: PrefetchPolicy;
-  try {
-    impl = factory(spec.options, context);
-  } catch (error) {
-    if (error instanceof FarmemError) throw error;
-    throw new FarmemError('FARMEM_POLICY_LOAD_FAILED', `the policy module ${spec.url} threw while creating its policy: ${String(error)}`, {
-      cause: error,
-    });
-  }
+  const impl = callFactory(native, spec.url, factory, spec.options, context) as PrefetchPolicy;
   if (impl === null || typeof impl !== 'object' || typeof impl.onFault !== 'function') {
     throw new FarmemError(
       'FARMEM_POLICY_LOAD_FAILED',
@@ -97,16 +107,12 @@ export async function loadPolicy(spec: PolicySpec, regionPages: number): Promise
   return { impl, name, trusted: false, timeBudgetMs: spec.timeBudgetMs };
 }
 
-export async function loadGuide(spec: GuideSpec): Promise<ActiveGuide> {
+export async function loadGuide(native: NativeBinding, spec: GuideSpec): Promise<ActiveGuide> {
   const exports = await importFrom(spec.url, 'guide');
   let fn: unknown = typeof exports.guide === 'function' ? exports.guide : exports.default;
   if (typeof exports.createGuide === 'function') {
     // A guide with options: createGuide(options) returns the function.
-    try {
-      fn = (exports.createGuide as (options: Record<string, unknown>) => unknown)(spec.options);
-    } catch (error) {
-      throw new FarmemError('FARMEM_POLICY_LOAD_FAILED', `createGuide() of ${spec.url} threw: ${String(error)}`, { cause: error });
-    }
+    fn = callFactory(native, spec.url, exports.createGuide as Function, spec.options);
   }
   if (typeof fn !== 'function') {
     throw new FarmemError(
