@@ -6,7 +6,13 @@
 
 /** 'F','M','E','M' read as a little-endian u32. */
 export const PROTOCOL_MAGIC = 0x4d454d46;
-export const PROTOCOL_VERSION = 1;
+/** The version this side sends. HELLO of version 2 carries a weight; the node still accepts version 1. */
+export const PROTOCOL_VERSION = 2;
+/** The oldest HELLO version a node accepts (the C reference client speaks it): weight 1, no weight field. */
+export const OLDEST_PROTOCOL_VERSION = 1;
+/** A client's weight in the node's fair queueing: from 1 (the default, and version 1's) to MAX_WEIGHT. */
+export const DEFAULT_WEIGHT = 1;
+export const MAX_WEIGHT = 1000;
 export const HEADER_BYTES = 16;
 export const PAGE_SIZE = 4096;
 export const NAMESPACE_KEY_BYTES = 16;
@@ -87,8 +93,9 @@ export class ProtocolError extends Error {
   }
 }
 
-// Body sizes (bytes after the header) of the fixed-size frames.
-const HELLO_BODY_MIN = 4 + 2 + 2 + NAMESPACE_KEY_BYTES;
+// Body sizes (bytes after the header) of the fixed-size frames. A HELLO's token follows these.
+const HELLO_V1_BODY_MIN = 4 + 2 + 2 + NAMESPACE_KEY_BYTES;
+const HELLO_V2_BODY_MIN = HELLO_V1_BODY_MIN + 2 + 2; // u16 weight, u16 reserved
 const HELLO_OK_BODY = 2 + 2 + 4 + 4 + 4 + 8 + 8 + 1 + 7;
 const ALLOC_BODY = 16;
 const ALLOC_OK_BODY = 8;
@@ -215,8 +222,9 @@ export interface Frame {
 
 /**
  * Accumulates socket chunks and yields complete frames as views, copying only the tail of a chunk that
- * ends mid-frame. The length limit is checked from the first four bytes of a frame, before its body is
- * buffered. After next() throws, the reader is unusable: close the connection.
+ * ends mid-frame (and, when frames are left unconsumed, the rest of that chunk at the next push()). The
+ * length limit is checked from the first four bytes of a frame, before its body is buffered. After next()
+ * or peek() throws, the reader is unusable: close the connection.
  */
 export class FrameReader {
   readonly maxFrameBytes: number;
@@ -250,6 +258,16 @@ export class FrameReader {
 
   /** The next complete frame, or null when more bytes are needed. Throws ProtocolError on a bad header. */
   next(): Frame | null {
+    const frame = this.peek();
+    if (frame !== null) this.skip(frame.frame.length);
+    return frame;
+  }
+
+  /**
+   * The next complete frame without consuming it: the same frame comes again from peek() or next() until
+   * next() takes it. Valid until the next push() or next(). Throws ProtocolError on a bad header.
+   */
+  peek(): Frame | null {
     if (this.chunk !== null) {
       const chunk = this.chunk;
       const pos = this.chunkPos;
@@ -260,8 +278,6 @@ export class FrameReader {
         if (avail >= frameLength) {
           const header = readHeader(chunk, pos);
           checkHeaderBits(header);
-          this.chunkPos = pos + frameLength;
-          if (this.chunkPos === chunk.length) this.chunk = null;
           return { header, frame: chunk.subarray(pos, pos + frameLength) };
         }
       }
@@ -279,9 +295,18 @@ export class FrameReader {
     const pos = this.start;
     const header = readHeader(this.buf, pos);
     checkHeaderBits(header);
-    this.start = pos + frameLength;
-    if (this.start === this.end) this.start = this.end = 0;
     return { header, frame: this.buf.subarray(pos, pos + frameLength) };
+  }
+
+  /** Moves past the frame peek() just returned (its frameLength), as next() would have. */
+  skip(frameLength: number): void {
+    if (this.chunk !== null) {
+      this.chunkPos += frameLength;
+      if (this.chunkPos === this.chunk.length) this.chunk = null;
+      return;
+    }
+    this.start += frameLength;
+    if (this.start === this.end) this.start = this.end = 0;
   }
 
   // Moves the unconsumed tail of the current chunk into the owned buffer.
@@ -325,52 +350,83 @@ export class FrameReader {
 
 export interface Hello {
   magic: number;
+  /** 1 or 2, as the client sent it; HELLO_OK answers with the same. */
   version: number;
   /** 16 bytes, a view into the frame. */
   namespaceKey: Buffer;
   token: string;
+  /** The client's share in the node's fair queueing, 1..MAX_WEIGHT; 1 for a version-1 HELLO. */
+  weight: number;
 }
 
-export function encodeHello(requestId: number, namespaceKey: Uint8Array, token: string): Buffer {
+/** A version-2 HELLO. `weight` is an integer from 1 to MAX_WEIGHT. */
+export function encodeHello(requestId: number, namespaceKey: Uint8Array, token: string, weight = DEFAULT_WEIGHT): Buffer {
   if (namespaceKey.length !== NAMESPACE_KEY_BYTES) {
     throw new RangeError(`namespaceKey must be ${NAMESPACE_KEY_BYTES} bytes, got ${namespaceKey.length}`);
   }
+  if (!Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) {
+    throw new RangeError(`weight must be an integer from 1 to ${MAX_WEIGHT}, got ${weight}`);
+  }
   const tokenLength = Buffer.byteLength(token, 'utf8');
   if (tokenLength > MAX_U16) throw new RangeError(`token must be at most ${MAX_U16} bytes of UTF-8, got ${tokenLength}`);
-  const buf = allocFrame(HELLO_BODY_MIN + tokenLength, FrameType.Hello, requestId, 0);
+  const buf = allocFrame(HELLO_V2_BODY_MIN + tokenLength, FrameType.Hello, requestId, 0);
   buf.writeUInt32LE(PROTOCOL_MAGIC, 16);
   buf.writeUInt16LE(PROTOCOL_VERSION, 20);
   buf.writeUInt16LE(tokenLength, 22);
   buf.set(namespaceKey, 24);
-  buf.write(token, 24 + NAMESPACE_KEY_BYTES, 'utf8');
+  const keyEnd = 24 + NAMESPACE_KEY_BYTES;
+  buf.writeUInt16LE(weight, keyEnd);
+  buf.writeUInt16LE(0, keyEnd + 2);
+  buf.write(token, keyEnd + 4, 'utf8');
   return buf;
 }
 
-/** Decodes a HELLO; a wrong magic or an unsupported version throws BAD_HELLO. */
+/**
+ * Decodes a HELLO of version 1 (no weight: 1) or 2 (u16 weight, u16 reserved after the key). A wrong magic,
+ * another version or a weight outside 1..MAX_WEIGHT throws BAD_HELLO; a bad length or reserved field BAD_FRAME.
+ */
 export function decodeHello(frame: Buffer): Hello {
-  checkBodyAtLeast(frame, HELLO_BODY_MIN, 'HELLO');
+  checkBodyAtLeast(frame, HELLO_V1_BODY_MIN, 'HELLO');
   const magic = frame.readUInt32LE(16);
   const version = frame.readUInt16LE(20);
   const tokenLength = frame.readUInt16LE(22);
-  checkBodyLength(frame, HELLO_BODY_MIN + tokenLength, 'HELLO');
   if (magic !== PROTOCOL_MAGIC) {
     throw new ProtocolError(
       ErrorCode.BAD_HELLO,
       `HELLO magic is 0x${magic.toString(16)}, not 0x${PROTOCOL_MAGIC.toString(16)} ('FMEM'): not a farmem client`,
     );
   }
-  if (version !== PROTOCOL_VERSION) {
+  if (version < OLDEST_PROTOCOL_VERSION || version > PROTOCOL_VERSION) {
     throw new ProtocolError(
       ErrorCode.BAD_HELLO,
-      `protocol version ${version} is not supported; this side speaks version ${PROTOCOL_VERSION}`,
+      `protocol version ${version} is not supported; this side speaks versions ${OLDEST_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`,
     );
   }
   const keyEnd = 24 + NAMESPACE_KEY_BYTES;
+  if (version === 1) {
+    checkBodyLength(frame, HELLO_V1_BODY_MIN + tokenLength, 'HELLO (version 1)');
+    return {
+      magic,
+      version,
+      namespaceKey: frame.subarray(24, keyEnd),
+      token: frame.toString('utf8', keyEnd, keyEnd + tokenLength),
+      weight: DEFAULT_WEIGHT,
+    };
+  }
+  checkBodyLength(frame, HELLO_V2_BODY_MIN + tokenLength, 'HELLO (version 2)');
+  const weight = frame.readUInt16LE(keyEnd);
+  const reserved = frame.readUInt16LE(keyEnd + 2);
+  if (weight < 1 || weight > MAX_WEIGHT) {
+    throw new ProtocolError(ErrorCode.BAD_HELLO, `HELLO weight is ${weight}; it must be from 1 to ${MAX_WEIGHT}`);
+  }
+  if (reserved !== 0) throw new ProtocolError(ErrorCode.BAD_FRAME, `HELLO reserved field is ${reserved}, not 0`);
+  const tokenStart = keyEnd + 4;
   return {
     magic,
     version,
     namespaceKey: frame.subarray(24, keyEnd),
-    token: frame.toString('utf8', keyEnd, keyEnd + tokenLength),
+    token: frame.toString('utf8', tokenStart, tokenStart + tokenLength),
+    weight,
   };
 }
 
@@ -402,10 +458,11 @@ export function encodeHelloOk(requestId: number, info: Omit<HelloOk, 'version'> 
 export function decodeHelloOk(frame: Buffer): HelloOk {
   checkBodyLength(frame, HELLO_OK_BODY, 'HELLO_OK');
   const version = frame.readUInt16LE(16);
-  if (version !== PROTOCOL_VERSION) {
+  // The node answers with the version its client spoke; a client checks it against the one it sent.
+  if (version < OLDEST_PROTOCOL_VERSION || version > PROTOCOL_VERSION) {
     throw new ProtocolError(
       ErrorCode.BAD_HELLO,
-      `the node answered with protocol version ${version}; this side speaks version ${PROTOCOL_VERSION}`,
+      `the node answered with protocol version ${version}; this side speaks versions ${OLDEST_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`,
     );
   }
   const resumed = frame[48];

@@ -165,6 +165,19 @@ function newKey(): Buffer {
   return crypto.randomBytes(16);
 }
 
+/** A version-1 HELLO, as the C reference client (bench/reference/c-pager.c) sends it: no weight field. */
+function helloV1(requestId: number, key: Buffer, token: string): Buffer {
+  const tokenBytes = Buffer.from(token, 'utf8');
+  const frame = Buffer.alloc(HEADER_BYTES + 24 + tokenBytes.length);
+  writeHeader(frame, 0, frame.length, FrameType.Hello, requestId, 0);
+  frame.writeUInt32LE(PROTOCOL_MAGIC, 16);
+  frame.writeUInt16LE(1, 20);
+  frame.writeUInt16LE(tokenBytes.length, 22);
+  key.copy(frame, 24);
+  tokenBytes.copy(frame, 40);
+  return frame;
+}
+
 function pages(count: number, seed: number): Buffer {
   const data = Buffer.allocUnsafe(count * PAGE_SIZE);
   for (let p = 0; p < count; p++) {
@@ -219,15 +232,64 @@ afterEach(async () => {
 describe('protocol encoding', () => {
   it('encodes the HELLO of the worked example in docs/protocol.md byte for byte', () => {
     const key = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
-    const frame = encodeHello(1, key, 'abc');
+    const frame = encodeHello(1, key, 'abc', 3);
+    expect(frame.toString('hex')).toBe(
+      '2f000000' + '01' + '00' + '0000' + '01000000' + '00000000' + // header
+        '464d454d' + '0200' + '0300' + '00112233445566778899aabbccddeeff' + '0300' + '0000' + '616263',
+    );
+    const hello = decodeHello(frame);
+    expect(hello).toMatchObject({ magic: PROTOCOL_MAGIC, version: 2, token: 'abc', weight: 3 });
+    expect(hello.namespaceKey.equals(key)).toBe(true);
+    expect(decodeHello(encodeHello(1, key, '')).weight).toBe(1); // the default
+  });
+
+  it('decodes a version-1 HELLO (no weight field) as weight 1', () => {
+    const key = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+    const frame = helloV1(1, key, 'abc');
     expect(frame.toString('hex')).toBe(
       '2b000000' + '01' + '00' + '0000' + '01000000' + '00000000' + // header
         '464d454d' + '0100' + '0300' + '00112233445566778899aabbccddeeff' + '616263',
     );
     const hello = decodeHello(frame);
-    expect(hello.magic).toBe(PROTOCOL_MAGIC);
+    expect(hello).toMatchObject({ version: 1, token: 'abc', weight: 1 });
     expect(hello.namespaceKey.equals(key)).toBe(true);
-    expect(hello.token).toBe('abc');
+  });
+
+  it('refuses HELLO weights outside 1..1000, unknown versions and a nonzero reserved field', () => {
+    const badHello = (mutate: (frame: Buffer) => void): ProtocolError => {
+      const frame = encodeHello(1, newKey(), 'token', 5);
+      mutate(frame);
+      try {
+        decodeHello(frame);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ProtocolError);
+        return err as ProtocolError;
+      }
+      return expect.unreachable('decodeHello should have thrown');
+    };
+    const weightAt = HEADER_BYTES + 24;
+    expect(badHello((f) => f.writeUInt16LE(0, weightAt))).toMatchObject({
+      protocolCode: ErrorCode.BAD_HELLO,
+      message: 'HELLO weight is 0; it must be from 1 to 1000',
+    });
+    expect(badHello((f) => f.writeUInt16LE(1001, weightAt)).message).toBe('HELLO weight is 1001; it must be from 1 to 1000');
+    expect(badHello((f) => f.writeUInt16LE(3, HEADER_BYTES + 4))).toMatchObject({
+      protocolCode: ErrorCode.BAD_HELLO,
+      message: 'protocol version 3 is not supported; this side speaks versions 1 to 2',
+    });
+    expect(badHello((f) => f.writeUInt16LE(0, HEADER_BYTES + 4)).protocolCode).toBe(ErrorCode.BAD_HELLO);
+    expect(badHello((f) => f.writeUInt16LE(1, weightAt + 2))).toMatchObject({
+      protocolCode: ErrorCode.BAD_FRAME,
+      message: 'HELLO reserved field is 1, not 0',
+    });
+    // A version-2 body read as version 1 is 4 bytes too long.
+    expect(badHello((f) => f.writeUInt16LE(1, HEADER_BYTES + 4))).toMatchObject({
+      protocolCode: ErrorCode.BAD_FRAME,
+      message: 'HELLO (version 1) frame body is 33 bytes; it must be 29',
+    });
+    expect(() => encodeHello(1, newKey(), '', 0)).toThrow(/weight must be an integer from 1 to 1000, got 0/);
+    expect(() => encodeHello(1, newKey(), '', 1001)).toThrow(RangeError);
+    expect(() => encodeHello(1, newKey(), '', 1.5)).toThrow(RangeError);
   });
 
   it('round-trips the server frames and refuses malformed bodies with a ProtocolError', () => {
@@ -239,7 +301,7 @@ describe('protocol encoding', () => {
       resumed: true,
     });
     expect(decodeHelloOk(ok)).toEqual({
-      version: 1,
+      version: 2,
       pageSize: PAGE_SIZE,
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
       capacityBytes: 2 ** 40,
@@ -310,7 +372,7 @@ describe('memory node: requests', () => {
     const server = await startServer();
     const { client, helloOk } = await RawClient.hello(server.port);
     clients.push(client);
-    expect(helloOk).toMatchObject({ version: 1, pageSize: PAGE_SIZE, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, resumed: false });
+    expect(helloOk).toMatchObject({ version: 2, pageSize: PAGE_SIZE, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, resumed: false });
     expect(helloOk.capacityBytes).toBe(64 * 1024 * 1024);
 
     const regionId = await client.alloc(64);
@@ -332,6 +394,27 @@ describe('memory node: requests', () => {
     const stats = server.stats();
     expect(stats).toMatchObject({ reservedBytes: 64 * PAGE_SIZE, storedBytes: 3 * PAGE_SIZE, namespaces: 1, regions: 1, connections: 1 });
     expect(stats.slabBytes).toBeGreaterThanOrEqual(stats.storedBytes);
+  });
+
+  it('accepts a version-1 HELLO and answers it with version 1; version 2 with its weight', async () => {
+    const server = await startServer({ token: 't' });
+    const key = newKey();
+    const old = await connect(server.port);
+    const reply = await old.request(helloV1(5, key, 't'));
+    expectType(reply, FrameType.HelloOk);
+    expect(reply.header.requestId).toBe(5);
+    expect(reply.frame.length).toBe(56);
+    expect(decodeHelloOk(reply.frame)).toMatchObject({ version: 1, resumed: false });
+    const regionId = await old.alloc(4);
+    await old.write(regionId, 0, pages(1, 9));
+
+    // The same namespace, resumed by a version-2 client with a weight.
+    const fresh = await connect(server.port);
+    const reply2 = await fresh.request(encodeHello(6, key, 't', 7));
+    expectType(reply2, FrameType.HelloOk);
+    expect(decodeHelloOk(reply2.frame)).toMatchObject({ version: 2, resumed: true });
+    expect((await fresh.read(regionId, 0, 1)).equals(pages(1, 9))).toBe(true);
+    expect((await old.read(regionId, 0, 1)).equals(pages(1, 9))).toBe(true);
   });
 
   it('reads pages never written as zeros, and overwrites in place', async () => {
@@ -779,9 +862,26 @@ describe('memory node: malformed input', () => {
     const server = await startServer();
     const client = await connect(server.port);
     const frame = encodeHello(1, newKey(), '');
-    frame.writeUInt16LE(2, HEADER_BYTES + 4);
+    frame.writeUInt16LE(3, HEADER_BYTES + 4);
     client.send(frame);
-    expect(await client.expectError(ErrorCode.BAD_HELLO, true)).toMatch(/version 2 is not supported/);
+    expect(await client.expectError(ErrorCode.BAD_HELLO, true)).toMatch(/version 3 is not supported/);
+    const magic = await connect(server.port);
+    const wrong = encodeHello(1, newKey(), '');
+    wrong.writeUInt32LE(0xdeadbeef, HEADER_BYTES);
+    magic.send(wrong);
+    expect(await magic.expectError(ErrorCode.BAD_HELLO, true)).toMatch(/not a farmem client/);
+  });
+
+  it('refuses a HELLO weight of 0 or over 1000 with BAD_HELLO and closes', async () => {
+    const server = await startServer();
+    for (const weight of [0, 1001, 0xffff]) {
+      const client = await connect(server.port);
+      const frame = encodeHello(1, newKey(), '');
+      frame.writeUInt16LE(weight, HEADER_BYTES + 24);
+      client.send(frame);
+      expect(await client.expectError(ErrorCode.BAD_HELLO, true)).toBe(`HELLO weight is ${weight}; it must be from 1 to 1000`);
+    }
+    expect(server.stats()).toMatchObject({ namespaces: 0, protocolErrors: 3 });
   });
 
   it('refuses any request before HELLO with NOT_READY', async () => {

@@ -4,10 +4,12 @@
 // Node built-ins — never the native addon, the pager or the region API.
 //
 // Everything here runs on one thread: the thread that called listen() (a worker thread by default,
-// see lib/memory-node.ts). Requests are handled synchronously in arrival order, so replies on a connection
-// leave in request order without any bookkeeping.
+// see lib/memory-node.ts). Each connection's requests are handled in arrival order, so its replies leave in
+// request order without any bookkeeping; READ and WRITE wait for their namespace's turn in a deficit round
+// robin (FairScheduler) so that one client's pipelined bulk cannot starve another's demand reads.
 
 import * as crypto from 'node:crypto';
+import { checkCredential } from '../credentials';
 import * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { FarmemError, invalidOption } from '../errors';
@@ -15,6 +17,7 @@ import { checkOptionNames } from '../options';
 import { parseSize } from '../units';
 import {
   DEFAULT_MAX_FRAME_BYTES,
+  DEFAULT_WEIGHT,
   ErrorCode,
   FrameReader,
   FrameType,
@@ -183,6 +186,12 @@ export interface MemoryNodeStats {
   protocolErrors: number;
   /** Request-level errors: NO_SUCH_REGION, CAPACITY, OUT_OF_RANGE. */
   requestErrors: number;
+  /** Request bytes received and not yet handled (queued READ and WRITE frames, partial frames), all connections. */
+  pendingRequestBytes: number;
+  /** Namespaces with a READ or WRITE waiting for their turn right now. */
+  backloggedNamespaces: number;
+  /** Deficit round robin rounds run so far (each gives every backlogged namespace one quantum). */
+  schedulerRounds: number;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -348,6 +357,16 @@ class Namespace {
   orphanTimer: NodeJS.Timeout | null = null;
   /** Set by BYE or the orphan timer: the namespace is gone, its connections must not use it. */
   forgotten = false;
+  /** Its share of the node against other backlogged namespaces: the weight of its most recent HELLO. */
+  weight = DEFAULT_WEIGHT;
+  /** Cost it may still spend in the scheduler (deficit round robin); 0 whenever nothing of it waits. */
+  deficit = 0;
+  /** Its connections whose next frame is a READ or WRITE waiting for a turn, served round robin. */
+  readonly ready: Connection[] = [];
+  /** In the scheduler's list of backlogged namespaces. */
+  backlogged = false;
+  /** Most pages its regions may reserve, from its credential; 0: no quota but the node's capacity. */
+  quotaPages = 0;
 
   constructor(key: string, tokenDigest: Buffer) {
     this.key = key;
@@ -364,14 +383,45 @@ const OUTPUT_BACKLOG_BYTES = 8 * 1024 * 1024;
 // After a fatal error the node half-closes; a peer that never closes its side is destroyed after this.
 const FATAL_LINGER_MS = 2000;
 
+/** Cost a namespace earns per round for each unit of its weight (deficit round robin quantum). */
+export const QUANTUM_BYTES = 256 * 1024;
+/** Cost of any READ or WRITE on top of the page bytes it moves: small frames are cheap, not free. */
+export const FRAME_COST_BYTES = 4096;
+// A namespace alone with work gets rounds back to back up to about this much cost, then the node turns to
+// I/O (a setImmediate) so that others' requests can join. It bounds how long a newly arriving namespace waits
+// for its first turn (the node without fair queueing handled up to 8 MiB per batch of input); at 1 MiB a lone
+// client pipelining 1 MiB READs cost the node up to a tenth more CPU per READ in smaller writes.
+const SOLO_PASS_BYTES = 4 * 1024 * 1024;
+
 /** The slab slots a queued READ_OK views, as pairs (first slot, count); pinned until the socket is done. */
 interface SlabViews {
   runs: number[];
   pinned: boolean;
 }
 
+/** Why Connection.serve stopped. */
+const enum Head {
+  /** No complete frame waits. */
+  Empty,
+  /** A READ or WRITE waits for (more of) its namespace's turn. */
+  Turn,
+  /** Replies back up: nothing more until 'drain'. */
+  Paused,
+  /** The connection is ending. */
+  Closed,
+}
+
 function digest(token: string): Buffer {
   return crypto.createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** What handling a READ or WRITE costs its namespace: the page bytes it moves plus FRAME_COST_BYTES. */
+function frameCost(type: number, frame: Buffer, maxFrameBytes: number): number {
+  if (type === FrameType.Write) return Math.max(0, frame.length - WRITE_DATA_OFFSET) + FRAME_COST_BYTES;
+  // A malformed READ is refused, and one whose reply would not fit answered OUT_OF_RANGE: no pages either way.
+  if (frame.length < READ_OK_DATA_OFFSET - 4) return FRAME_COST_BYTES;
+  const pageBytes = frame.readUInt32LE(24) * PAGE_SIZE;
+  return (READ_OK_DATA_OFFSET + pageBytes <= maxFrameBytes ? pageBytes : 0) + FRAME_COST_BYTES;
 }
 
 class Connection {
@@ -379,6 +429,8 @@ class Connection {
   readonly socket: net.Socket;
   readonly reader: FrameReader;
   ns: Namespace | null = null;
+  /** In its namespace's `ready` list: the frame at the head of its input is a READ or WRITE awaiting a turn. */
+  scheduled = false;
   /** Reply buffers since the last flush, in request order (a READ_OK is several: header, then page views). */
   private out: Buffer[] = [];
   /** Parallel to `out`: on the last buffer of a READ_OK, the slab slots its views hold. */
@@ -386,6 +438,8 @@ class Connection {
   private outBytes = 0;
   /** Waiting for 'drain'; unread requests stay in the reader meanwhile. */
   private paused = false;
+  /** The socket is paused: replies back up, or a frame limit's worth of requests waits unhandled. */
+  private readingHeld = false;
   /** A fatal error was sent or the node is stopping: input is ignored from now on. */
   closing = false;
 
@@ -408,18 +462,18 @@ class Connection {
     this.server.counters.bytesIn += chunk.length;
     if (this.closing) return;
     this.reader.push(chunk);
-    if (!this.paused) this.process();
+    this.pump();
   }
 
   private onDrain(): void {
     if (!this.paused || this.closing) return;
     this.paused = false;
-    this.socket.resume();
-    this.process();
+    this.pump();
   }
 
   private onTimeout(): void {
-    if (this.closing || this.paused) return;
+    // Requests waiting for their turn or for 'drain' are the node's delay, not a stalled client.
+    if (this.closing || this.paused || this.scheduled) return;
     if (this.ns === null) {
       this.fatal(ErrorCode.NOT_READY, `no HELLO within ${this.server.options.idleTimeoutMs} ms`);
     } else if (this.reader.buffered > 0) {
@@ -430,37 +484,82 @@ class Connection {
     }
   }
 
-  // Handles every complete frame buffered, then sends the replies in one batch.
-  private process(): void {
+  /**
+   * Outside the scheduler (new input, 'drain'): handles the frames at the head of the input that need no
+   * turn, and queues the connection for its namespace's turn when a READ or WRITE comes up.
+   */
+  private pump(): void {
+    if (!this.scheduled && !this.paused && !this.closing) {
+      const head = this.serve(null);
+      this.flushOrPause();
+      // A READ or WRITE behind the frames just handled waits for a turn; everything after it waits with it.
+      if (head === Head.Turn && !this.paused && !this.closing) this.server.scheduler.enqueue(this, this.ns!);
+    }
+    this.updateReading();
+  }
+
+  /**
+   * Handles frames from the head of the input in order, until one must wait. Frames that need no turn
+   * (HELLO, PING, ALLOC, FREE, BYE, anything before HELLO or after the namespace ended: all cheap) are handled
+   * at once. A READ or WRITE is handled only within `turn` (its namespace, in the scheduler), at most one per
+   * call so that a namespace's connections take turns, and only when `turn.deficit` covers its cost, which is
+   * then charged. Returns why it stopped.
+   */
+  serve(turn: Namespace | null): Head {
     // The request a fatal error is blamed on; 0 while no complete frame is at fault (a bad length).
     let requestId = 0;
+    let servedOne = false;
     try {
       for (;;) {
+        if (this.closing) return Head.Closed;
+        if (this.paused) return Head.Paused;
         requestId = 0;
-        const next = this.reader.next();
-        if (next === null) break;
+        const next = this.reader.peek();
+        if (next === null) return Head.Empty;
+        const { type, regionId } = next.header;
         requestId = next.header.requestId;
+        const ns = this.ns;
+        if (ns !== null && !ns.forgotten && (type === FrameType.Read || type === FrameType.Write)) {
+          if (turn === null || servedOne) return Head.Turn;
+          const cost = frameCost(type, next.frame, this.server.options.maxFrameBytes);
+          if (cost > turn.deficit) return Head.Turn;
+          turn.deficit -= cost;
+          servedOne = true;
+        }
+        this.reader.skip(next.frame.length);
         this.server.counters.framesIn++;
-        this.handle(next.header.type, next.header.requestId, next.header.regionId, next.frame);
-        if (this.closing) return;
-        if (this.outBytes + this.socket.writableLength >= OUTPUT_BACKLOG_BYTES) {
-          if (!this.flush()) {
-            this.paused = true;
-            this.socket.pause();
-            return;
-          }
+        this.handle(type, requestId, regionId, next.frame);
+        if (this.outBytes + this.socket.writableLength >= OUTPUT_BACKLOG_BYTES && !this.flush()) {
+          this.paused = true;
+          this.updateReading();
         }
       }
     } catch (err) {
-      if (this.closing) return;
+      if (this.closing) return Head.Closed;
       if (err instanceof ProtocolError) this.fatal(err.protocolCode, err.message, requestId);
       else this.fatal(ErrorCode.INTERNAL, `internal error: ${(err as Error)?.message ?? String(err)}`, requestId);
-      return;
+      return Head.Closed;
     }
-    if (!this.flush() && this.socket.writableLength >= OUTPUT_BACKLOG_BYTES) {
-      this.paused = true;
-      this.socket.pause();
-    }
+  }
+
+  /** Sends the replies batched so far; waits for 'drain' when OUTPUT_BACKLOG_BYTES already wait in the socket. */
+  flushOrPause(): void {
+    if (this.closing) return; // end() flushed, and nothing is handled after it
+    if (!this.flush() && this.socket.writableLength >= OUTPUT_BACKLOG_BYTES) this.paused = true;
+    this.updateReading();
+  }
+
+  /**
+   * Reads from the socket unless replies back up (until 'drain') or a whole frame limit of requests waits
+   * unhandled in the reader (until the scheduler gets to them): TCP then holds back the client.
+   */
+  private updateReading(): void {
+    if (this.closing) return; // end() keeps reading to drain the peer
+    const hold = this.paused || this.reader.buffered >= this.server.options.maxFrameBytes;
+    if (hold === this.readingHeld) return;
+    this.readingHeld = hold;
+    if (hold) this.socket.pause();
+    else this.socket.resume();
   }
 
   reply(frame: Buffer): void {
@@ -605,6 +704,140 @@ class Connection {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Fair queueing
+
+/**
+ * Deficit round robin (Shreedhar and Varghese) over namespaces with a READ or WRITE waiting, so that one
+ * client pipelining large requests cannot starve another namespace on this one thread. Each round gives every
+ * backlogged namespace `weight × QUANTUM_BYTES` of deficit, spent on its frames at frameCost() each; within a
+ * namespace its connections (a client's urgent and bulk ones) take turns a frame at a time, and each
+ * connection's frames stay in arrival order. A namespace with nothing left waiting drops its deficit.
+ *
+ * Runs on the server's thread. A round runs at once when work arrives and nothing is queued (no added hop
+ * for a lone client); while work remains, the next round waits for a setImmediate so that requests arriving
+ * meanwhile from other clients join it.
+ */
+class FairScheduler {
+  /** Backlogged namespaces, in round order. */
+  private readonly backlog: Namespace[] = [];
+  private pending: NodeJS.Immediate | null = null;
+  private running = false;
+  private stopped = false;
+  /** Connections served whose replies wait for the end of a turn (or of the pass) to be flushed. */
+  private readonly dirty = new Set<Connection>();
+
+  constructor(private readonly server: MemoryNodeServer) {}
+
+  get backlogged(): number {
+    return this.backlog.length;
+  }
+
+  /** `conn`'s next frame is a READ or WRITE: it waits for its namespace's turn. */
+  enqueue(conn: Connection, ns: Namespace): void {
+    if (this.stopped) return;
+    if (!conn.scheduled) {
+      conn.scheduled = true;
+      ns.ready.push(conn);
+    }
+    if (!ns.backlogged) {
+      ns.backlogged = true;
+      this.backlog.push(ns);
+    }
+    // A pass already queued will see it; otherwise nothing else waits and it may be served right now.
+    if (this.pending === null && !this.running) this.pass();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.pending !== null) clearImmediate(this.pending);
+    this.pending = null;
+    for (const ns of this.backlog) {
+      ns.backlogged = false;
+      ns.ready.length = 0;
+    }
+    this.backlog.length = 0;
+    this.dirty.clear();
+  }
+
+  private pass(): void {
+    this.pending = null;
+    if (this.stopped) return;
+    this.running = true;
+    try {
+      let served = 0;
+      let shared = false; // some round of this pass had more than one connection with work
+      while (this.backlog.length > 0) {
+        shared ||= this.backlog.length > 1 || this.backlog[0].ready.length > 1;
+        served += this.round();
+        // A round that served nothing only raised deficits toward large frames: no reply waited on it.
+        // Deficits grow every round and a frame costs at most maxFrameBytes + FRAME_COST_BYTES, so this ends.
+        if (served === 0) continue;
+        // A lone connection has no one to be fair to: keep going, but turn to I/O now and then. Shared, one
+        // round per pass, so that requests arriving meanwhile join the next one.
+        if (!shared && this.backlog.length === 1 && served < SOLO_PASS_BYTES) continue;
+        break;
+      }
+    } finally {
+      this.running = false;
+      this.flushDirty();
+    }
+    if (this.backlog.length > 0 && !this.stopped) this.pending = setImmediate(() => this.pass());
+  }
+
+  /** One turn for every namespace backlogged when the round began; those still backlogged go to the back. */
+  private round(): number {
+    this.server.counters.schedulerRounds++;
+    let served = 0;
+    for (let n = this.backlog.length; n > 0; n--) {
+      const ns = this.backlog.shift()!;
+      served += this.turn(ns);
+      // Other namespaces wait for the CPU, not for these replies: send them now. Alone, the replies of
+      // several turns leave together at the end of the pass.
+      if (this.backlog.length > 0) this.flushDirty();
+      if (ns.ready.length > 0 && !this.stopped) {
+        this.backlog.push(ns);
+      } else {
+        ns.backlogged = false;
+        ns.deficit = 0;
+      }
+    }
+    return served;
+  }
+
+  /** Adds a quantum to `ns` and serves its ready connections in turn while the deficit covers their next frame. */
+  private turn(ns: Namespace): number {
+    ns.deficit += ns.weight * QUANTUM_BYTES;
+    const before = ns.deficit;
+    const ready = ns.ready;
+    let unaffordable = 0; // connections in a row whose next frame costs more than the deficit left
+    while (ready.length > 0 && unaffordable < ready.length) {
+      const conn = ready.shift()!;
+      const deficit = ns.deficit;
+      const head = conn.serve(ns);
+      if (ns.deficit < deficit) unaffordable = 0;
+      else if (head === Head.Turn) unaffordable++;
+      if (head === Head.Turn) {
+        ready.push(conn);
+        this.dirty.add(conn); // its replies may leave with the next ones
+      } else {
+        // Drained (or paused, or ending): nothing to batch its replies with, so they leave now. pump()
+        // queues it again on new input or 'drain'.
+        conn.scheduled = false;
+        this.dirty.delete(conn);
+        conn.flushOrPause();
+      }
+    }
+    return before - ns.deficit;
+  }
+
+  private flushDirty(): void {
+    if (this.dirty.size === 0) return;
+    for (const conn of this.dirty) conn.flushOrPause();
+    this.dirty.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Server
 
 export interface ListenAddress {
@@ -625,9 +858,12 @@ export class MemoryNodeServer {
     bytesOut: 0,
     protocolErrors: 0,
     requestErrors: 0,
+    schedulerRounds: 0,
   };
   /** @internal */
   readonly store: SlabStore;
+  /** @internal */
+  readonly scheduler: FairScheduler = new FairScheduler(this);
   private readonly tokenDigest: Buffer;
   private readonly namespaces = new Map<string, Namespace>();
   private readonly connections = new Set<Connection>();
@@ -670,6 +906,7 @@ export class MemoryNodeServer {
     if (this.closePromise) return this.closePromise;
     this.closed = true;
     this.closePromise = new Promise<void>((resolve) => {
+      this.scheduler.stop();
       for (const conn of this.connections) {
         conn.closing = true;
         conn.socket.destroy();
@@ -687,7 +924,11 @@ export class MemoryNodeServer {
     let regions = 0;
     for (const ns of this.namespaces.values()) regions += ns.regions.size;
     let queuedBytes = 0;
-    for (const conn of this.connections) queuedBytes += conn.socket.writableLength;
+    let pendingRequestBytes = 0;
+    for (const conn of this.connections) {
+      queuedBytes += conn.socket.writableLength;
+      pendingRequestBytes += conn.reader.buffered;
+    }
     return {
       capacityBytes: this.options.capacity,
       reservedBytes: this.store.reservedPages * PAGE_SIZE,
@@ -697,6 +938,8 @@ export class MemoryNodeServer {
       queuedBytes,
       namespaces: this.namespaces.size,
       regions,
+      pendingRequestBytes,
+      backloggedNamespaces: this.scheduler.backlogged,
       ...this.counters,
     };
   }
@@ -716,6 +959,11 @@ export class MemoryNodeServer {
     if (ns === null) return;
     conn.ns = null;
     ns.connections.delete(conn);
+    if (conn.scheduled) {
+      conn.scheduled = false;
+      const at = ns.ready.indexOf(conn);
+      if (at >= 0) ns.ready.splice(at, 1);
+    }
     if (ns.connections.size === 0 && !ns.forgotten && !this.closed) this.orphaned(ns);
   }
 
@@ -752,13 +1000,22 @@ export class MemoryNodeServer {
     store.reservedPages -= region.reservePages;
   }
 
-  // ---- request handlers (all run on the server's thread, synchronously, in arrival order) ----
+  // ---- request handlers (all run on the server's thread, synchronously, each connection's in arrival order) ----
 
   /** @internal */
   hello(conn: Connection, requestId: number, frame: Buffer): void {
     const hello = decodeHello(frame);
     const clientDigest = digest(hello.token);
-    if (this.options.token !== '' && !crypto.timingSafeEqual(clientDigest, this.tokenDigest)) {
+    // Either the node's token, or a namespace credential derived from it for exactly this namespace key
+    // (what a coffer's host hands its coffer): that one opens this namespace and no other.
+    const credential = checkCredential(this.options.token, hello.namespaceKey, hello.token);
+    if (credential === 'forged') {
+      throw new ProtocolError(
+        ErrorCode.AUTH_FAILED,
+        'namespace credential refused: it does not verify for this namespace key (derived from another token, or for another namespace)',
+      );
+    }
+    if (credential === null && this.options.token !== '' && !crypto.timingSafeEqual(clientDigest, this.tokenDigest)) {
       throw new ProtocolError(ErrorCode.AUTH_FAILED, 'wrong token: this memory node requires the token it was started with');
     }
     const key = hello.namespaceKey.toString('hex');
@@ -774,10 +1031,13 @@ export class MemoryNodeServer {
       clearTimeout(ns.orphanTimer);
       ns.orphanTimer = null;
     }
+    ns.weight = hello.weight;
+    ns.quotaPages = credential === null ? 0 : credential.quotaPages;
     ns.connections.add(conn);
     conn.ns = ns;
     conn.reply(
       encodeHelloOk(requestId, {
+        version: hello.version,
         pageSize: PAGE_SIZE,
         maxFrameBytes: this.options.maxFrameBytes,
         capacityBytes: this.options.capacity,
@@ -820,6 +1080,21 @@ export class MemoryNodeServer {
           'are free; free regions, add nodes or start this node with a larger capacity',
       );
       return;
+    }
+    if (ns.quotaPages > 0) {
+      let reserved = 0;
+      for (const r of ns.regions.values()) reserved += r.reservePages;
+      if (reserved + reservePages > ns.quotaPages) {
+        conn.requestError(
+          requestId,
+          0,
+          ErrorCode.CAPACITY,
+          `namespace quota reached: asked to reserve ${reservePages} pages (${mib(reservePages)}) with ` +
+            `${reserved} of its ${ns.quotaPages} pages (${mib(ns.quotaPages)}) reserved already; free regions, ` +
+            'or have the host grant a larger remoteCapacity',
+        );
+        return;
+      }
     }
     if (ns.nextRegionId > 0xffffffff) {
       conn.requestError(requestId, 0, ErrorCode.INTERNAL, 'this namespace has used up its 2^32-1 region ids');

@@ -3,10 +3,12 @@
 import * as net from 'node:net';
 import { FarmemError, type FarmemErrorCode } from '../errors';
 import {
+  DEFAULT_WEIGHT,
   FrameType,
   ErrorCode,
   HEADER_BYTES,
   PAGE_SIZE,
+  PROTOCOL_VERSION,
   READ_OK_DATA_OFFSET,
   decodeError,
   decodeHelloOk,
@@ -39,6 +41,8 @@ export interface ConnectionOptions {
   port: number;
   token: string;
   namespaceKey: Buffer;
+  /** This client's share of the node against other clients (HELLO weight, 1..1000). Default 1. */
+  weight?: number;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   reconnectInitialMs: number;
@@ -153,7 +157,9 @@ export class Connection {
     }, this.options.connectTimeoutMs);
     socket.once('connect', () => {
       this.helloId = this.nextId();
-      socket.write(encodeHello(this.helloId, this.options.namespaceKey, this.options.token));
+      socket.write(
+        encodeHello(this.helloId, this.options.namespaceKey, this.options.token, this.options.weight ?? DEFAULT_WEIGHT),
+      );
     });
     socket.on('error', (error: Error) => {
       // 'close' follows and decides what happens; the cause is kept for the messages of open().
@@ -244,6 +250,16 @@ export class Connection {
 
   private onReady(frame: Buffer): void {
     const hello = decodeHelloOk(frame);
+    if (hello.version !== PROTOCOL_VERSION) {
+      this.fail(
+        nodeError(
+          ErrorCode.BAD_HELLO,
+          `answered HELLO of protocol version ${PROTOCOL_VERSION} with version ${hello.version}`,
+          this.options.label,
+        ),
+      );
+      return;
+    }
     this.state = 'ready';
     this.maxFrameBytes = hello.maxFrameBytes;
     this.backoffMs = this.options.reconnectInitialMs;

@@ -1,9 +1,11 @@
 // The client side of the protocol: pages striped over several nodes, two connections per node
 // (urgent: demand faults; bulk: prefetch and write-back) so a demand read never waits behind
 // megabytes of prefetch replies, as QEMU's postcopy-preempt channel does. Runs on the pager thread.
-import { FarmemError } from '../errors';
+import { FarmemError, invalidOption } from '../errors';
 import {
+  DEFAULT_WEIGHT,
   FrameType,
+  MAX_WEIGHT,
   encodeAlloc,
   encodeBye,
   encodeFree,
@@ -21,6 +23,8 @@ export interface TransportOptions {
   nodes: NodeAddress[];
   token: string;
   namespaceKey: Buffer;
+  /** This client's share of each node against other clients with work queued there (HELLO weight, 1..1000). Default 1. */
+  weight?: number;
   stripePages: number;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
@@ -55,6 +59,7 @@ class NodeLink {
           port: address.port,
           token: options.token,
           namespaceKey: options.namespaceKey,
+          weight: options.weight,
           connectTimeoutMs: options.connectTimeoutMs,
           requestTimeoutMs: options.requestTimeoutMs,
           reconnectInitialMs: options.reconnectInitialMs,
@@ -108,6 +113,10 @@ export class Transport {
     private readonly options: TransportOptions,
     events: TransportEvents,
   ) {
+    const weight = options.weight ?? DEFAULT_WEIGHT;
+    if (!Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) {
+      throw invalidOption('weight', options.weight, `an integer from 1 to ${MAX_WEIGHT}`);
+    }
     const nextId = (): number => {
       this.lastId = this.lastId >= 0xfffffffe ? 1 : this.lastId + 1;
       return this.lastId;
