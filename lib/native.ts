@@ -88,6 +88,14 @@ export interface NativeBinding {
   /** fn.apply(thisArg, args), or timedOutValue once fn has run past timeoutMs (interrupted as vm's
    *  `timeout` interrupts a script; stopped within about twice timeoutMs). What fn throws propagates. */
   callWithDeadline(timeoutMs: number, timedOutValue: unknown, fn: Function, thisArg: unknown, ...args: unknown[]): unknown;
+  /** Irreversibly restricts this thread: mapAttach, mapRelease, dropRange, readOut and Uffd.register
+   *  reach only mappings this thread (or thread `alsoReaches`) created, and new Uffd() is refused
+   *  (FARMEM_ISOLATION). A coffer's bootstrap calls it, and so does its pager thread once open. */
+  restrictEnv(alsoReaches?: number): void;
+  /** This thread's never-reused addon id, for another thread's restrictEnv(alsoReaches). */
+  envId(): number;
+  /** Process-wide: mappings made by mapCreate and not released, and mappings still mapped. For leak checks. */
+  mappingCounts(): { live: number; mapped: number };
 }
 
 /** copy() flags. */
@@ -238,6 +246,9 @@ function wrap(raw: NativeBinding): NativeBinding {
     readOut: guarded(raw.readOut),
     // Not guarded: what the called function throws is the caller's to see unchanged.
     callWithDeadline: raw.callWithDeadline,
+    restrictEnv: guarded(raw.restrictEnv),
+    envId: guarded(raw.envId),
+    mappingCounts: guarded(raw.mappingCounts),
   };
 }
 

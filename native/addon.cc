@@ -2,6 +2,7 @@
 // Every function here runs on the JS thread that called it.
 #include <napi.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -21,7 +22,15 @@ namespace {
 struct AddonData {
   bool probed = false;
   Capabilities caps;
+  // Never reused, unlike the address of this struct: mappings name their creating env by it.
+  uint64_t id = 0;
+  // Set by restrictEnv() (a coffer's thread, and its pager thread): only its own mappings and those of
+  // `also_reaches` (the pager: its coffer's), and no new userfaultfd.
+  bool restricted = false;
+  uint64_t also_reaches = 0;
 };
+
+std::atomic<uint64_t> next_env_id{1};
 
 std::string TypeName(Napi::Value value) {
   switch (value.Type()) {
@@ -49,7 +58,36 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   return CapabilitiesToJs(info.Env(), CachedCapabilities(info.Env()));
 }
 
+// restrictEnv(alsoReaches = 0): irreversible for this env (thread). A second call may not widen it.
+Napi::Value RestrictEnv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* data = env.GetInstanceData<AddonData>();
+  uint64_t also = 0;
+  if (!info[0].IsUndefined() && !ToUint(env, info[0], "alsoReaches", &also)) return Napi::Value();
+  if (data->restricted && also != data->also_reaches) {
+    ThrowCodeError(env, "FARMEM_ISOLATION", "this thread is already restricted; its restriction cannot change");
+    return Napi::Value();
+  }
+  data->restricted = true;
+  data->also_reaches = also;
+  return env.Undefined();
+}
+
+// envId(): this env's never-reused id, for another thread's restrictEnv(alsoReaches).
+Napi::Value GetEnvId(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(EnvId(info.Env())));
+}
+
 }  // namespace
+
+uint64_t EnvId(Napi::Env env) { return env.GetInstanceData<AddonData>()->id; }
+
+bool EnvRestricted(Napi::Env env) { return env.GetInstanceData<AddonData>()->restricted; }
+
+bool EnvMayReach(Napi::Env env, uint64_t owner) {
+  const AddonData* data = env.GetInstanceData<AddonData>();
+  return !data->restricted || owner == data->id || (data->also_reaches != 0 && owner == data->also_reaches);
+}
 
 const Capabilities& CachedCapabilities(Napi::Env env) {
   AddonData* data = env.GetInstanceData<AddonData>();
@@ -194,7 +232,16 @@ bool CheckViewRange(Napi::Env env, const char* name, uint64_t offset, uint64_t l
 
 // Runs once per env that loads the addon.
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new farmem::AddonData());
+  auto* data = new farmem::AddonData();
+  data->id = farmem::next_env_id.fetch_add(1);
+  env.SetInstanceData(data);
+  // A thread that ends without freeing its regions (a coffer killed, a worker that exits) can never free
+  // them: let them go once no buffer of any thread holds them.
+  napi_add_env_cleanup_hook(
+      env, [](void* id) { farmem::ReleaseMappingsOf(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(id))); },
+      reinterpret_cast<void*>(static_cast<uintptr_t>(data->id)));
+  (void)exports.Set("restrictEnv", Napi::Function::New(env, farmem::RestrictEnv, "restrictEnv"));
+  (void)exports.Set("envId", Napi::Function::New(env, farmem::GetEnvId, "envId"));
   (void)exports.Set("probe", Napi::Function::New(env, farmem::Probe, "probe"));
   (void)exports.Set("Uffd", farmem::Uffd::Define(env));
   farmem::RegisterMapping(env, exports);

@@ -25,6 +25,11 @@ void ThrowSyscallError(napi_env env, int err, const char* syscall, const std::st
 napi_value CodeError(napi_env env, const char* code, const std::string& message);
 void ThrowCodeError(napi_env env, const char* code, const std::string& message);
 void ThrowTypeError(napi_env env, const std::string& message);
+// The env's never-reused id, and whether restrictEnv() was called in it (addon.cc).
+uint64_t EnvId(Napi::Env env);
+bool EnvRestricted(Napi::Env env);
+// Whether this env may reach a mapping created by env `owner` (always, unless restricted).
+bool EnvMayReach(Napi::Env env, uint64_t owner);
 void ThrowRangeError(napi_env env, const std::string& message);
 
 // "0x7f12345000", for messages.

@@ -10,6 +10,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "errors.h"
 
@@ -20,8 +22,9 @@ struct Mapping {
   uint8_t* base;
   size_t length;  // what the caller asked for: the ArrayBuffers' byteLength
   size_t mapped;  // length rounded up to whole pages
+  uint64_t owner;  // EnvId of the env that created it
 
-  Mapping(uint8_t* b, size_t l, size_t m) : base(b), length(l), mapped(m) {}
+  Mapping(uint8_t* b, size_t l, size_t m, uint64_t o) : base(b), length(l), mapped(m), owner(o) {}
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   // Runs on whichever thread drops the last reference.
@@ -78,6 +81,28 @@ class Registry {
     return mapping;
   }
 
+  // Drops the registry's owning references to every mapping env `owner` created: that env is going away
+  // and its JS can no longer free them. Buffers other threads attached keep theirs.
+  std::vector<MappingRef> ReleaseOwnedBy(uint64_t owner) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<MappingRef> released;
+    for (auto it = live_.begin(); it != live_.end();) {
+      if (it->second->owner == owner) {
+        released.push_back(std::move(it->second));
+        it = live_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return released;
+  }
+
+  // Mappings made by mapCreate and not yet released, and those still mapped (released or not).
+  std::pair<size_t, size_t> Counts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {live_.size(), mapped_.size()};
+  }
+
   // Called by ~Mapping before munmap, while no new mapping can take the address.
   void Forget(uintptr_t address) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -126,6 +151,16 @@ void ThrowFreed(Napi::Env env, uint64_t address) {
                  "no mapping at " + Hex(address) + ": it was released (or was not made by mapCreate)");
 }
 
+// A restricted env (a coffer's thread) reaches only the mappings it created: another coffer's region
+// is refused even if its address is guessed. Throws and returns false when refused.
+bool MayReach(Napi::Env env, const MappingRef& mapping) {
+  if (EnvMayReach(env, mapping->owner)) return true;
+  ThrowCodeError(env, "FARMEM_ISOLATION",
+                 "the mapping at " + Hex(reinterpret_cast<uintptr_t>(mapping->base)) +
+                     " belongs to another coffer: a coffer reaches only its own regions");
+  return false;
+}
+
 // mapCreate(size) -> { address, buffer }
 Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -151,7 +186,7 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
                       "cannot set up the mapping at " + Hex(reinterpret_cast<uintptr_t>(base)));
     return Napi::Value();
   }
-  auto mapping = std::make_shared<Mapping>(static_cast<uint8_t*>(base), size, mapped);
+  auto mapping = std::make_shared<Mapping>(static_cast<uint8_t*>(base), size, mapped, EnvId(env));
   Napi::Value buffer = NewBuffer(env, mapping);
   if (buffer.IsEmpty()) return Napi::Value();  // mapping's last reference goes here: munmap
   Registry::Get().Add(mapping);
@@ -175,6 +210,7 @@ Napi::Value MapAttach(const Napi::CallbackInfo& info) {
     ThrowFreed(env, address);
     return Napi::Value();
   }
+  if (!MayReach(env, mapping)) return Napi::Value();
   return NewBuffer(env, mapping);
 }
 
@@ -185,6 +221,10 @@ Napi::Value MapRelease(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t address;
   if (!ToUint(env, info[0], "address", &address)) return Napi::Value();
+  if (EnvRestricted(env)) {
+    MappingRef mapping = Registry::Get().FindLive(address);
+    if (mapping && !MayReach(env, mapping)) return Napi::Value();
+  }
   Napi::Value buffer = info[1];
   if (!buffer.IsUndefined()) {
     if (!buffer.IsArrayBuffer()) {
@@ -242,6 +282,7 @@ Napi::Value DropRange(const Napi::CallbackInfo& info) {
   MappingRef mapping = FindRange(env, address, length, &range_error);  // held across madvise: no munmap under it
   if (range_error) return Napi::Value();
   if (!mapping) return Napi::Boolean::New(env, false);
+  if (!MayReach(env, mapping)) return Napi::Value();
   if (madvise(reinterpret_cast<void*>(address), length, MADV_DONTNEED) != 0) {
     ThrowSyscallError(env, errno, "madvise(MADV_DONTNEED)",
                       "cannot drop " + std::to_string(length) + " bytes at " + Hex(address));
@@ -270,11 +311,41 @@ Napi::Value ReadOut(const Napi::CallbackInfo& info) {
     ThrowFreed(env, address);
     return Napi::Value();
   }
+  if (!MayReach(env, mapping)) return Napi::Value();
   std::memcpy(dst.data + offset, reinterpret_cast<const void*>(address), length);
   return env.Undefined();
 }
 
+// mappingCounts() -> { live, mapped }: process-wide, for leak checks.
+Napi::Value MappingCounts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto counts = Registry::Get().Counts();
+  Napi::Object result = Napi::Object::New(env);
+  if (result.Set("live", Napi::Number::New(env, static_cast<double>(counts.first))).IsNothing() ||
+      result.Set("mapped", Napi::Number::New(env, static_cast<double>(counts.second))).IsNothing()) {
+    return Napi::Value();
+  }
+  return result;
+}
+
 }  // namespace
+
+void ReleaseMappingsOf(uint64_t owner) {
+  // Dropped here, outside the registry lock: this may munmap.
+  std::vector<MappingRef> released = Registry::Get().ReleaseOwnedBy(owner);
+}
+
+bool CheckRestrictedRange(Napi::Env env, uint64_t address, uint64_t length) {
+  if (!EnvRestricted(env)) return true;
+  bool range_error;
+  MappingRef mapping = FindRange(env, address, length, &range_error);
+  if (range_error) return false;
+  if (!mapping) {
+    ThrowCodeError(env, "FARMEM_ISOLATION", "no mapping made by mapCreate holds " + Hex(address) + ": a restricted thread may only use its own");
+    return false;
+  }
+  return MayReach(env, mapping);
+}
 
 void RegisterMapping(Napi::Env env, Napi::Object exports) {
   exports.Set("mapCreate", Napi::Function::New(env, MapCreate, "mapCreate"));
@@ -282,6 +353,7 @@ void RegisterMapping(Napi::Env env, Napi::Object exports) {
   exports.Set("mapRelease", Napi::Function::New(env, MapRelease, "mapRelease"));
   exports.Set("dropRange", Napi::Function::New(env, DropRange, "dropRange"));
   exports.Set("readOut", Napi::Function::New(env, ReadOut, "readOut"));
+  exports.Set("mappingCounts", Napi::Function::New(env, MappingCounts, "mappingCounts"));
 }
 
 }  // namespace farmem

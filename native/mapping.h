@@ -10,6 +10,11 @@ namespace farmem {
 
 // mapCreate, mapAttach, mapRelease, dropRange, readOut.
 void RegisterMapping(Napi::Env env, Napi::Object exports);
+// In a restricted env (restrictEnv), true only if [address, address + length) lies in a mapping it may
+// reach; otherwise throws (FARMEM_ISOLATION) and returns false. Always true elsewhere.
+bool CheckRestrictedRange(Napi::Env env, uint64_t address, uint64_t length);
+// Releases the registry's references to the mappings env `owner` created (its cleanup hook calls this).
+void ReleaseMappingsOf(uint64_t owner);
 // deadline.cc: callWithDeadline.
 void RegisterDeadline(Napi::Env env, Napi::Object exports);
 

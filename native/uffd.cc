@@ -2,6 +2,7 @@
 // callback all run on the thread that constructed it (the pager thread); the
 // threads that fault on its regions never enter this file.
 #include "uffd.h"
+#include "mapping.h"
 
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -241,6 +242,10 @@ Uffd::Uffd(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Uffd>(info) {
   // On failure the wrapper deletes this object: the destructor undoes what
   // was done so far.
   Napi::Env env = info.Env();
+  if (EnvRestricted(env)) {
+    ThrowCodeError(env, "FARMEM_ISOLATION", "a coffer cannot open a userfaultfd of its own: its far memory is farMemory.allocate()");
+    return;
+  }
   if (!info[0].IsObject()) {
     ThrowTypeError(env, "new Uffd(options): options must be an object");
     return;
@@ -478,6 +483,7 @@ Napi::Value Uffd::Register(const Napi::CallbackInfo& info) {
     ThrowTypeError(env, "register(writeProtect = true) needs a Uffd created with writeProtect: true");
     return Napi::Value();
   }
+  if (!CheckRestrictedRange(env, address, length)) return Napi::Value();
   uffdio_register reg = {};
   reg.range.start = address;
   reg.range.len = length;
