@@ -20,7 +20,9 @@ export type FarmemErrorCode =
   | 'FARMEM_POLICY_ERROR' // a prefetch policy or guide threw, answered garbage or overran its time budget
   | 'FARMEM_POLICY_LOAD_FAILED' // a policy or guide module could not be loaded or built
   | 'FARMEM_BAD_TRACE' // a file that is not a well-formed farmem fault trace
-  | 'FARMEM_TRACE_FAILED'; // writing a fault trace failed
+  | 'FARMEM_TRACE_FAILED' // writing a fault trace failed
+  | 'FARMEM_ISOLATION' // something would cross a coffer's boundary that must not (shared memory, a port, a worker)
+  | 'FARMEM_COFFER_EXITED'; // the coffer ended before (or while) answering
 
 export interface FarmemErrorDetails {
   errno?: number;

@@ -123,7 +123,17 @@ function validatePrefetch(name: string, value: unknown, fallback: string): strin
   return policy;
 }
 
-function resolveOptions(options: FarMemoryOptions, caps: Capabilities): PagerOptions & { prefetch: string } {
+/** @internal What a coffer's host decides for the coffer's far memory, beyond the user's options. */
+export interface HostGrants {
+  /** The namespace on every node: derived by the host, so that it can free it if the coffer dies. */
+  namespaceKey?: Uint8Array;
+  /** This client's share of each node's bandwidth against other clients (HELLO weight). Default 1. */
+  weight?: number;
+  /** Restrict the pager thread, once open, to the mappings of the thread with this addon id (restrictEnv). */
+  restrictPagerTo?: number;
+}
+
+function resolveOptions(options: FarMemoryOptions, caps: Capabilities, grants: HostGrants = {}): PagerOptions & { prefetch: string } {
   if (!options || typeof options !== 'object') throw invalidOption('options', options, 'an object with at least { nodes }');
   checkOptionNames(options, OPTION_NAMES, 'FarMemory.open()');
   if (!Array.isArray(options.nodes) || options.nodes.length === 0) {
@@ -142,7 +152,9 @@ function resolveOptions(options: FarMemoryOptions, caps: Capabilities): PagerOpt
   return {
     nodes,
     token: stringOption('token', options.token, ''),
-    namespaceKey: randomBytes(16),
+    namespaceKey: grants.namespaceKey ?? randomBytes(16),
+    weight: grants.weight ?? 1,
+    restrictTo: grants.restrictPagerTo ?? 0,
     localBudget,
     prefetch: validatePrefetch('prefetch', options.prefetch, 'readahead'),
     stripePages: intOption('stripePages', options.stripePages, 64, 1, 1 << 20),
@@ -217,9 +229,9 @@ export class FarMemory extends EventEmitter {
   }
 
   /** Opens far memory on the given nodes: starts the pager thread and connects to every node. */
-  static async open(options: FarMemoryOptions): Promise<FarMemory> {
+  static async open(options: FarMemoryOptions, /** @internal */ grants?: HostGrants): Promise<FarMemory> {
     const caps = requireUserfaultfd();
-    const resolved = resolveOptions(options, caps);
+    const resolved = resolveOptions(options, caps, grants);
     const { prefetch: _prefetch, ...pagerOptions } = resolved;
     const worker = new Worker(path.join(__dirname, 'pager', 'worker.js'), { workerData: pagerOptions });
     await new Promise<void>((resolve, reject) => {
@@ -515,8 +527,8 @@ export interface RegionTrace {
 const ADVICE: readonly Advice[] = ['normal', 'sequential', 'random', 'willneed', 'dontneed'];
 const MODULE_OPTIONS = ['module', 'options', 'timeBudgetMs'];
 
-/** A module reference as the pager thread can import it: a file: URL string. */
-function moduleUrl(name: string, value: unknown): string {
+/** @internal A module reference as the pager thread or a coffer can import it: a file: URL string. */
+export function moduleUrl(name: string, value: unknown): string {
   if (value instanceof URL) {
     if (value.protocol !== 'file:') throw invalidOption(name, value.href, 'a file: URL');
     return value.href;

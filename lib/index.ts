@@ -13,6 +13,9 @@ export type {
 } from './far-memory';
 export type { GuideFunction, GuideInfo } from './pager/policy-host';
 export { MemoryNode } from './memory-node';
+export { Coffer } from './coffer/host';
+export type { CofferOptions, CofferExit, CofferExitReason, CofferStats } from './coffer/host';
+export { CofferError } from './coffer/messages';
 export type { MemoryNodeOptions, MemoryNodeStats } from './memory-node';
 export { FarmemError } from './errors';
 export type { FarmemErrorCode } from './errors';

@@ -5,7 +5,7 @@ import { expect, it } from 'vitest';
 import { FIXTURES, ROOT, runChild } from './helpers';
 
 const PUBLIC_NAMES = [
-  'BUILTIN_POLICIES', 'FarMemory', 'FarmemError', 'LeapPolicy', 'MAX_ANSWER_PAGES', 'MemoryNode', 'NoPrefetch', 'PAGE_SIZE',
+  'BUILTIN_POLICIES', 'Coffer', 'CofferError', 'FarMemory', 'FarmemError', 'LeapPolicy', 'MAX_ANSWER_PAGES', 'MemoryNode', 'NoPrefetch', 'PAGE_SIZE',
   'ReadaheadPolicy', 'Region', 'StridePolicy', 'TRACE_FLAG_PREFETCH_HIT', 'TRACE_FLAG_WRITE', 'TRACE_RECORD_BYTES',
   'attachRegion', 'capabilities', 'checkAnswer', 'createPolicy', 'encodeTraceHeader', 'formatBytes', 'parseSize',
   'parseTrace', 'readTrace', 'replayPolicies', 'simulate', 'traceFromPages', 'writeTraceRecord',
@@ -31,4 +31,10 @@ it('ships type declarations for the public API', () => {
     expect(types).toContain(name);
   }
   expect(fs.existsSync(path.join(ROOT, 'dist/cjs/far-memory.d.ts'))).toBe(true);
+});
+
+it("offers farmem/coffer by name, from CommonJS and ES modules, and refuses it outside a coffer", async () => {
+  const result = await runChild(path.join(FIXTURES, 'coffer-subpath.mjs'));
+  expect(result.stderr).toBe('');
+  expect(JSON.parse(result.stdout)).toEqual({ esm: 'FARMEM_ISOLATION', cjs: 'FARMEM_ISOLATION', same: true });
 });

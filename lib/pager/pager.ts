@@ -42,6 +42,10 @@ export interface PagerOptions {
   faultBatch: number;
   /** Share of prefetched pages held unmapped until first touch, to measure accuracy. */
   prefetchSample: number;
+  /** This client's weight in each node's fair queueing (HELLO). */
+  weight: number;
+  /** Nonzero in a coffer: once open, this thread may reach only the mappings of that thread (restrictEnv). */
+  restrictTo: number;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   reconnectInitialMs: number;
@@ -201,6 +205,7 @@ export class Pager {
         nodes: options.nodes,
         token: options.token,
         namespaceKey: Buffer.from(options.namespaceKey),
+        weight: options.weight,
         stripePages: options.stripePages,
         connectTimeoutMs: options.connectTimeoutMs,
         requestTimeoutMs: options.requestTimeoutMs,
@@ -224,6 +229,8 @@ export class Pager {
       events: this.events,
       onFaults: (count) => this.onFaults(count),
     });
+    // A coffer's policy modules run on this thread: from here on, it reaches its coffer's regions only.
+    if (this.options.restrictTo !== 0) this.native.restrictEnv(this.options.restrictTo);
   }
 
   // ---- regions -------------------------------------------------------------------------------
