@@ -50,6 +50,9 @@ describe('calls', () => {
     const stats = coffer.stats();
     expect(stats.calls).toEqual({ started: 3, succeeded: 3, failed: 0, pending: 0 });
     expect(stats.farMemory.regions).toBe(1);
+    // The budget is hard: 4 MiB written through a 2 MiB budget never holds more than 2 MiB locally.
+    expect(stats.farMemory.residentBytes + stats.farMemory.inflightBytes).toBeLessThanOrEqual(2 * MiB);
+    expect(stats.farMemory.evictions).toBeGreaterThan(0);
     expect(stats.farMemory.remoteFetches + stats.farMemory.zeroFills).toBeGreaterThan(0);
     await expect(coffer.call('throwNow', 'on purpose')).rejects.toThrow(/on purpose/);
     await expect(coffer.call('noSuchFunction')).rejects.toThrow(/exports no function 'noSuchFunction'/);
