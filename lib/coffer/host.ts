@@ -157,7 +157,9 @@ export class Coffer extends EventEmitter {
       weight: intOption('weight', options.weight, 1, 1, 1000),
       remoteCapacity: options.remoteCapacity === undefined || options.remoteCapacity === 0 ? 0 : sizeOption('remoteCapacity', options.remoteCapacity, 0, PAGE_SIZE),
     };
-    const coffer = new Coffer(url, resolved, { ...env });
+    // Every thread of the process must load the same addon build (its registry of mappings is process-wide).
+    const addon: Record<string, string> = process.env.FARMEM_NATIVE_ADDON ? { FARMEM_NATIVE_ADDON: process.env.FARMEM_NATIVE_ADDON } : {};
+    const coffer = new Coffer(url, resolved, { ...env, ...addon });
     await coffer.started();
     return coffer;
   }
