@@ -10,6 +10,7 @@
 #include <v8.h>
 
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -41,10 +42,13 @@ class Watchdog {
   // JS thread.
   void Arm(Clock::duration timeout) {
     const uint64_t call = ++calls_;
+    const int64_t deadline = (Clock::now() + timeout).time_since_epoch().count();
     period_.store(timeout.count(), std::memory_order_relaxed);
-    deadline_.store((Clock::now() + timeout).time_since_epoch().count(), std::memory_order_relaxed);
-    state_.store(call);  // seq_cst: ordered before the load of sleeping_ below
-    if (sleeping_.load()) {
+    deadline_.store(deadline, std::memory_order_relaxed);
+    state_.store(call);  // seq_cst: ordered before the loads below
+    // Wake the watchdog if it sleeps until told, or until later than this call's deadline (a long
+    // factory call's, say): otherwise it would notice this call only then.
+    if (sleeping_.load() || deadline < waiting_until_.load()) {
       std::lock_guard<std::mutex> lock(mutex_);
       wake_.notify_one();
     }
@@ -65,6 +69,7 @@ class Watchdog {
   static constexpr uint64_t kIdle = 0;
   static constexpr uint64_t kFiring = ~uint64_t{0} - 1;
   static constexpr uint64_t kFired = ~uint64_t{0};
+  static constexpr int64_t kNever = INT64_MAX;
 
   // Watchdog thread.
   void Run() {
@@ -75,7 +80,9 @@ class Watchdog {
       if (armed != kIdle && armed < kFiring) {
         const Clock::time_point deadline{Clock::duration{deadline_.load(std::memory_order_relaxed)}};
         if (Clock::now() < deadline) {
+          waiting_until_.store(deadline.time_since_epoch().count());
           wake_.wait_until(lock, deadline);
+          waiting_until_.store(kNever);
           continue;
         }
         uint64_t expected = armed;
@@ -89,7 +96,10 @@ class Watchdog {
       if (calls != calls_seen) {
         // Calls are coming: look again one timeout from now instead of sleeping until told.
         calls_seen = calls;
-        wake_.wait_for(lock, Clock::duration{period_.load(std::memory_order_relaxed)});
+        const auto until = Clock::now() + Clock::duration{period_.load(std::memory_order_relaxed)};
+        waiting_until_.store(until.time_since_epoch().count());
+        wake_.wait_until(lock, until);
+        waiting_until_.store(kNever);
         continue;
       }
       sleeping_.store(true);
@@ -109,6 +119,8 @@ class Watchdog {
   std::atomic<int64_t> deadline_{0};
   std::atomic<int64_t> period_{0};
   std::atomic<bool> sleeping_{false};
+  // When the watchdog's timed wait ends (kNever while it is not in one).
+  std::atomic<int64_t> waiting_until_{kNever};
   bool stopping_ = false;  // under mutex_
   std::thread thread_;     // last: starts once the fields above exist
 };
