@@ -576,3 +576,25 @@ describe('unprivileged', () => {
     expect(out.jsRead).toEqual(out.expected);
   });
 });
+
+describe('callWithDeadline', () => {
+  const TIMED_OUT = Symbol('timed out');
+
+  it('returns what the function returns, and lets its throw through unchanged', () => {
+    const native = loadNative();
+    expect(native.callWithDeadline(50, TIMED_OUT, (a: number, b: number) => a + b, null, 2, 3)).toBe(5);
+    const self = { k: 7, get(this: { k: number }) { return this.k; } };
+    expect(native.callWithDeadline(50, TIMED_OUT, self.get, self)).toBe(7);
+    expect(() => native.callWithDeadline(50, TIMED_OUT, () => { throw new RangeError('mine'); }, null)).toThrow(RangeError);
+  });
+
+  it('interrupts an endless loop and leaves the thread usable, even right after a call with a longer deadline', () => {
+    const native = loadNative();
+    expect(native.callWithDeadline(2000, TIMED_OUT, () => 1, null)).toBe(1);
+    expect(native.callWithDeadline(20, TIMED_OUT, () => { for (;;); }, null)).toBe(TIMED_OUT);
+    // No termination is left pending: ordinary JS and further calls run.
+    expect([1, 2, 3].map((x) => x * 2)).toEqual([2, 4, 6]);
+    expect(native.callWithDeadline(20, TIMED_OUT, () => 'after', null)).toBe('after');
+    expect(() => native.callWithDeadline(0, TIMED_OUT, () => 1, null)).toThrow(RangeError);
+  });
+});
