@@ -21,7 +21,7 @@ import type { GuideSpec, PolicySpec } from './pager/policy-host';
 import type { PagerMessage, PagerRequest } from './pager/worker';
 import { BUILTIN_POLICIES, createPolicy } from './policies';
 import { PAGE_SIZE } from './protocol';
-import { C, REGION_STATS_FLOATS, addInto, readRegionStats, type RegionStats } from './stats';
+import { REGION_STATS_FLOATS, StatsLedger, readRegionStats, type RegionStats } from './stats';
 import { formatBytes } from './units';
 
 export interface FarMemoryOptions {
@@ -213,7 +213,7 @@ export class FarMemory extends EventEmitter {
   private nextRegionId = 1;
   private closing: Promise<void> | null = null;
   private dead: FarmemError | null = null;
-  private readonly freedTotals = new Float64Array(REGION_STATS_FLOATS);
+  private readonly ledger = new StatsLedger();
 
   private constructor(worker: Worker, options: PagerOptions & { prefetch: string }, mode: 'kernel' | 'user-only') {
     super();
@@ -296,13 +296,7 @@ export class FarMemory extends EventEmitter {
 
   /** Counters summed over every region this FarMemory has had. Synchronous. */
   stats(): FarMemoryStats {
-    const sum = new Float64Array(this.freedTotals);
-    for (const region of this.regions.values()) addInto(sum, region.statsArray);
-    // Gauges count live regions only.
-    for (const gauge of [C.residentPages, C.dirtyPages, C.inflightPages]) {
-      sum[gauge] = 0;
-      for (const region of this.regions.values()) sum[gauge] += region.statsArray[gauge];
-    }
+    const sum = this.ledger.total([...this.regions.values()].map((region) => region.statsArray));
     return { ...readRegionStats(sum, PAGE_SIZE), regions: this.regions.size, localBudget: this.localBudget };
   }
 
@@ -348,8 +342,7 @@ export class FarMemory extends EventEmitter {
 
   /** @internal */
   forget(region: Region): void {
-    addInto(this.freedTotals, region.statsArray);
-    for (const gauge of [C.residentPages, C.dirtyPages, C.inflightPages]) this.freedTotals[gauge] = 0;
+    this.ledger.retire(region.statsArray);
     this.regions.delete(region.id);
   }
 

@@ -172,7 +172,25 @@ export function readRegionStats(data: Float64Array, pageSize: number): RegionSta
   };
 }
 
-/** Sums several regions' stats arrays into `into` (same layout), for FarMemory.stats(). */
-export function addInto(into: Float64Array, from: Float64Array): void {
-  for (let i = 0; i < REGION_STATS_FLOATS; i++) into[i] += from[i];
+const GAUGES = [C.residentPages, C.dirtyPages, C.inflightPages] as const;
+
+/**
+ * The counters of a set of regions over time (a FarMemory's, a coffer's): live regions are read when
+ * asked, freed ones are folded in once. Gauges (resident, dirty, in flight) count live regions only.
+ */
+export class StatsLedger {
+  private readonly freed = new Float64Array(REGION_STATS_FLOATS);
+
+  /** Folds a region's final counters in; its gauges stop counting. */
+  retire(stats: Float64Array): void {
+    for (let i = 0; i < REGION_STATS_FLOATS; i++) this.freed[i] += stats[i];
+    for (const gauge of GAUGES) this.freed[gauge] = 0;
+  }
+
+  /** Freed regions' counters plus the live ones', in the layout readRegionStats() reads. */
+  total(live: Iterable<Float64Array>): Float64Array {
+    const sum = new Float64Array(this.freed);
+    for (const stats of live) for (let i = 0; i < REGION_STATS_FLOATS; i++) sum[i] += stats[i];
+    return sum;
+  }
 }

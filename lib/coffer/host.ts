@@ -10,7 +10,7 @@ import { moduleUrl } from '../far-memory';
 import { checkOptionNames, intOption, parseNodeAddress, sizeOption, stringOption } from '../options';
 import { BUILTIN_POLICIES } from '../policies';
 import { PAGE_SIZE } from '../protocol';
-import { C, REGION_STATS_FLOATS, addInto, readRegionStats, type RegionStats } from '../stats';
+import { StatsLedger, readRegionStats, type RegionStats } from '../stats';
 import { releaseNamespace, type ReleaseResult } from '../transport/release';
 import type { CofferBootData } from './bootstrap';
 import { CofferError, assertNothingShared, type CofferMessage, type HostMessage, type SerializedError } from './messages';
@@ -86,7 +86,7 @@ export class Coffer extends EventEmitter {
   private readonly credential: string;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout }>();
   private readonly regions = new Map<number, Float64Array>();
-  private readonly freedTotals = new Float64Array(REGION_STATS_FLOATS);
+  private readonly ledger = new StatsLedger();
   private readonly counts = { started: 0, succeeded: 0, failed: 0 };
   private state: CofferStats['state'] = 'starting';
   private nextCall = 1;
@@ -198,12 +198,7 @@ export class Coffer extends EventEmitter {
 
   /** The coffer's counters: calls, and its far memory summed over its regions. Synchronous. */
   stats(): CofferStats {
-    const sum = new Float64Array(this.freedTotals);
-    for (const stats of this.regions.values()) addInto(sum, stats);
-    for (const gauge of [C.residentPages, C.dirtyPages, C.inflightPages]) {
-      sum[gauge] = 0;
-      for (const stats of this.regions.values()) sum[gauge] += stats[gauge];
-    }
+    const sum = this.ledger.total(this.regions.values());
     return {
       id: this.id,
       state: this.state,
@@ -277,8 +272,7 @@ export class Coffer extends EventEmitter {
       case 'region-freed': {
         const stats = this.regions.get(message.id);
         if (!stats) break;
-        addInto(this.freedTotals, stats);
-        for (const gauge of [C.residentPages, C.dirtyPages, C.inflightPages]) this.freedTotals[gauge] = 0;
+        this.ledger.retire(stats);
         this.regions.delete(message.id);
         break;
       }
@@ -330,7 +324,8 @@ export class Coffer extends EventEmitter {
     const released = await Promise.all(
       this.options.nodes.map((node) => releaseNamespace(node, this.credential, this.namespaceKey, 5000)),
     );
-    for (const stats of this.regions.values()) addInto(this.freedTotals, stats);
+    // Its regions are gone with it: their resident, dirty and in-flight gauges no longer count.
+    for (const stats of this.regions.values()) this.ledger.retire(stats);
     this.regions.clear();
     const info: CofferExit = { reason, code, released };
     if (error) info.error = error;
