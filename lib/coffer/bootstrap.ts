@@ -5,6 +5,7 @@ import * as nodeModule from 'node:module';
 // The module object itself (not an import-star copy): lockdown() replaces its exports for everyone.
 import workerThreads = require('node:worker_threads');
 import { FarmemError } from '../errors';
+import { importModule } from '../import-module';
 import { FarMemory, type AllocateOptions, type Region } from '../far-memory';
 import { loadNative } from '../native';
 import { COFFER_FACADE, type CofferFarMemory } from './tenant';
@@ -26,9 +27,6 @@ export interface CofferBootData {
 const port = workerThreads.parentPort!;
 const boot = workerThreads.workerData as CofferBootData;
 const post = (message: CofferMessage): void => port.postMessage(message);
-
-// tsc turns import() into require() for CommonJS output; tenant modules may be ES modules.
-const importModule = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<Record<string, unknown>>;
 
 /** Buffers of this coffer's regions: never posted out (see assertNothingShared). */
 const regionBuffers = new WeakSet<ArrayBuffer>();

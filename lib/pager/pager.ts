@@ -10,6 +10,7 @@ import { FarmemError } from '../errors';
 import { formatBytes } from '../units';
 import { COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
 import { PAGE_SIZE } from '../protocol';
+import { NoPrefetch } from '../policies';
 import { checkAnswer } from '../policies/check-answer';
 import { C, HISTOGRAM_OFFSET, bucketOf, prefetchAccounting, type PrefetchAccounting } from '../stats';
 import { TraceRecorder } from './trace-recorder';
@@ -364,7 +365,7 @@ export class Pager {
     const region = this.mustRegion(id);
     const policy = await loadPolicy(this.native, spec, region.pages);
     if (region.freed) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
-    this.installPolicy(region, policy, null);
+    this.installPolicy(region, policy);
   }
 
   /** Sets (or with null removes) the region's guide. */
@@ -713,11 +714,11 @@ export class Pager {
     );
     region.records[region.policyRecord].error = what;
     region.stats[C.policyErrors]++;
-    this.installPolicy(region, { impl: { name: 'none', onFault: () => null }, name: 'none', trusted: true, timeBudgetMs: Infinity }, what);
+    this.installPolicy(region, { impl: new NoPrefetch(), name: 'none', trusted: true, timeBudgetMs: Infinity });
     this.listener.notify('policy-error', { region: region.id, policy: name, error: error.toJSON() });
   }
 
-  private installPolicy(region: PagerRegion, policy: ActivePolicy, _reason: string | null): void {
+  private installPolicy(region: PagerRegion, policy: ActivePolicy): void {
     region.records[region.policyRecord].until = Date.now();
     region.records.push(newRecord(policy.name, 'policy'));
     region.policyRecord = region.records.length - 1;

@@ -3,6 +3,7 @@
 // application's and is called under a deadline (native callWithDeadline), so an endless loop in it costs
 // one region its policy, not every faulting thread its progress.
 import { FarmemError } from '../errors';
+import { importModule } from '../import-module';
 import type { NativeBinding } from '../native';
 import { type FaultEvent, type PolicyContext, type PolicyFactory, type PrefetchAnswer, type PrefetchPolicy } from '../policies/types';
 import { createPolicy } from '../policies';
@@ -52,8 +53,6 @@ export interface ActiveGuide {
 /** Returned by a guarded call that ran past its deadline. */
 export const TIMED_OUT: unique symbol = Symbol('timed out');
 
-// tsc turns import() into require() for CommonJS output; policy modules may be ES modules.
-const importModule = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<Record<string, unknown>>;
 
 async function importFrom(url: string, what: string): Promise<Record<string, unknown>> {
   try {
