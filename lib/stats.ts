@@ -5,6 +5,7 @@
 export const REGION_COUNTERS = [
   'faults', // fault messages handled (missing + write-protect)
   'writeFaults', // first writes to clean or zero pages (write-protect faults)
+  'writeAround', // clean pages made writable ahead of a sequential writer, with no fault of their own
   'remoteFetches', // pages fetched from a node because a fault asked for them
   'zeroFills', // faults served with zeros, no network
   'prefetched', // pages fetched ahead of any fault
@@ -73,6 +74,8 @@ export function percentile(data: Float64Array, offset: number, p: number): numbe
 export interface RegionStats {
   faults: number;
   writeFaults: number;
+  /** Clean pages made writable (and counted dirty) ahead of a sequential writer, sparing each its fault. */
+  writeAround: number;
   remoteFetches: number;
   zeroFills: number;
   prefetched: number;
@@ -140,6 +143,7 @@ export function readRegionStats(data: Float64Array, pageSize: number): RegionSta
   return {
     faults: data[C.faults],
     writeFaults: data[C.writeFaults],
+    writeAround: data[C.writeAround],
     remoteFetches: data[C.remoteFetches],
     zeroFills: data[C.zeroFills],
     prefetched: data[C.prefetched],

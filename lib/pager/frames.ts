@@ -1,6 +1,7 @@
 // The local frame table: one entry per page of the local budget. A page holds a frame while it is
-// Fetching, Clean or Dirty. Victims come from a second-chance queue in the order frames were filled
-// (CLOCK over insertion order). Runs on the pager thread.
+// Fetching, Clean or Dirty. Victims come first from the pages a sequential stream has passed, most
+// recently passed first, then from a second-chance queue in the order frames were filled (CLOCK over
+// insertion order). Runs on the pager thread.
 
 export class FrameTable {
   /** Region id owning the frame, or -1 when free. */
@@ -24,6 +25,8 @@ export class FrameTable {
   readonly issuer: Int32Array;
   /** Guide hops from the application's last fault; -1 when no guide is following it. */
   readonly hop: Int32Array;
+  /** On the passed stack: a stream went by it, so it is the cheapest page to lose. */
+  readonly passed: Uint8Array;
   /** Bumped on every take, so a queue entry left by an earlier owner of the frame is recognised as stale. */
   private readonly epoch: Uint32Array;
   private readonly freeStack: Int32Array;
@@ -34,6 +37,12 @@ export class FrameTable {
   private readonly ringEpoch: Uint32Array;
   private ringHead = 0;
   private ringCount = 0;
+  // Frames a stream has passed, newest on top. Evicting the newest first keeps the oldest part of a
+  // scan resident, so a scan that repeats over more than the budget still hits on that part
+  // (a cyclic scan under FIFO or LRU misses on every page). Entries go stale like the ring's.
+  private readonly passedFrame: Int32Array;
+  private readonly passedEpoch: Uint32Array;
+  private passedTop = 0;
 
   constructor(readonly size: number) {
     this.region = new Int32Array(size).fill(-1);
@@ -46,12 +55,15 @@ export class FrameTable {
     this.sampled = new Uint8Array(size);
     this.issuer = new Int32Array(size);
     this.hop = new Int32Array(size);
+    this.passed = new Uint8Array(size);
     this.epoch = new Uint32Array(size);
     this.freeStack = new Int32Array(size);
     for (let i = 0; i < size; i++) this.freeStack[i] = size - 1 - i;
     this.freeTop = size;
     this.ringFrame = new Int32Array(2 * size);
     this.ringEpoch = new Uint32Array(2 * size);
+    this.passedFrame = new Int32Array(2 * size);
+    this.passedEpoch = new Uint32Array(2 * size);
   }
 
   get free(): number {
@@ -76,6 +88,7 @@ export class FrameTable {
     this.sampled[frame] = 0;
     this.issuer[frame] = -1;
     this.hop[frame] = -1;
+    this.passed[frame] = 0;
     this.epoch[frame] = (this.epoch[frame] + 1) >>> 0;
     this.enqueue(frame);
     return frame;
@@ -99,6 +112,29 @@ export class FrameTable {
     return -1;
   }
 
+  /** Records that a stream went past the frame's page; no-op if it is already on the stack. */
+  pushPassed(frame: number): void {
+    if (this.passed[frame] === 1 || this.region[frame] < 0) return;
+    if (this.passedTop === this.passedFrame.length) this.compactPassed();
+    this.passed[frame] = 1;
+    this.passedFrame[this.passedTop] = frame;
+    this.passedEpoch[this.passedTop] = this.epoch[frame];
+    this.passedTop++;
+  }
+
+  /** Removes and returns the most recently passed frame still in use; -1 when none is. */
+  popPassed(): number {
+    while (this.passedTop > 0) {
+      this.passedTop--;
+      const frame = this.passedFrame[this.passedTop];
+      if (this.region[frame] >= 0 && this.passedEpoch[this.passedTop] === this.epoch[frame] && this.passed[frame] === 1) {
+        this.passed[frame] = 0;
+        return frame;
+      }
+    }
+    return -1;
+  }
+
   /** Puts a popped frame back as the newest: its second chance, or a page still in flight. */
   requeue(frame: number): void {
     this.enqueue(frame);
@@ -111,6 +147,20 @@ export class FrameTable {
     this.ringFrame[slot] = frame;
     this.ringEpoch[slot] = this.epoch[frame];
     this.ringCount++;
+  }
+
+  /** Drops the passed stack's stale entries, keeping order; at most `size` are live, so half is freed. */
+  private compactPassed(): void {
+    let kept = 0;
+    for (let i = 0; i < this.passedTop; i++) {
+      const frame = this.passedFrame[i];
+      if (this.region[frame] >= 0 && this.passedEpoch[i] === this.epoch[frame] && this.passed[frame] === 1) {
+        this.passedFrame[kept] = frame;
+        this.passedEpoch[kept] = this.passedEpoch[i];
+        kept++;
+      }
+    }
+    this.passedTop = kept;
   }
 
   /** Drops stale entries, keeping order. At most `size` entries are live, so this frees half the ring. */

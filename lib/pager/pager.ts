@@ -112,6 +112,11 @@ interface RegionGuide extends ActiveGuide {
 const SEQUENTIAL_ADVICE_WINDOW = 512;
 /** Most frontier pages a guide keeps to resume from. */
 const MAX_GUIDE_FRONTIER = 256;
+/** Streams per region whose passed pages are tracked, and how far apart two of a stream's hits may be. */
+const PASS_STREAMS = 8;
+const PASS_SPAN = 2048;
+/** Clean pages made writable at once ahead of a sequential writer (see onWriteProtectFault). */
+const WRITE_AROUND_PAGES = 64;
 
 interface PagerRegion {
   id: number;
@@ -125,6 +130,8 @@ interface PagerRegion {
   policyRecord: number;
   /** Its prefetched pages known used since it was last called. */
   usedSinceCall: number;
+  /** Last prefetch hit of each sequential stream seen, for eviction of the pages streams pass. */
+  passPositions: number[];
   records: PolicyRecord[];
   adviceRecord: number;
   advice: AdviceRange[];
@@ -261,6 +268,7 @@ export class Pager {
       policy,
       policyRecord: 0,
       usedSinceCall: 0,
+      passPositions: [],
       records: [newRecord(policy.name, 'policy')],
       adviceRecord: -1,
       advice: [],
@@ -583,6 +591,7 @@ export class Pager {
           this.frames.faultAt[frame] = now;
           region.stats[C.prefetchHits]++;
           this.markUsed(region, frame);
+          this.passedBy(region, page);
           this.guideReached(region, frame);
           region.trace?.record(now, page, write, true);
           this.consult(region, page, write, true, now);
@@ -598,6 +607,7 @@ export class Pager {
         this.frames.referenced[frame] = 1;
         region.stats[C.prefetchHits]++;
         this.markUsed(region, frame);
+        this.passedBy(region, page);
         this.publish(region);
         this.uffd!.copy(address, data, 0, PAGE_SIZE, write ? 0 : COPY_WP);
         this.guideReached(region, frame);
@@ -645,8 +655,20 @@ export class Pager {
     }
     table.move(page, PageState.Dirty);
     region.stats[C.writeFaults]++;
+    // Write-around: a write next to a dirty page is likely a sequential writer (a copy, a partition pass)
+    // that would take one fault per page. The clean pages ahead of it, up to WRITE_AROUND_PAGES, are made
+    // writable with this one ioctl and counted dirty. The cost of a wrong guess is one needless write-back.
+    let first = page;
+    let last = page;
+    if (page + 1 < region.pages && page > 0 && table.get(page - 1) === PageState.Dirty) {
+      while (last + 1 < region.pages && last - page < WRITE_AROUND_PAGES && table.get(last + 1) === PageState.Clean) last++;
+    } else if (page > 0 && page + 1 < region.pages && table.get(page + 1) === PageState.Dirty) {
+      while (first > 0 && page - first < WRITE_AROUND_PAGES && table.get(first - 1) === PageState.Clean) first--;
+    }
+    for (let p = first; p <= last; p++) if (p !== page) table.move(p, PageState.Dirty);
+    region.stats[C.writeAround] += last - first;
     this.publish(region);
-    this.uffd!.writeProtect(address, PAGE_SIZE, false, false);
+    this.uffd!.writeProtect(region.base + first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE, false, false);
   }
 
   private defer(region: PagerRegion, page: number, kind: Deferred): void {
@@ -777,6 +799,30 @@ export class Pager {
       }
     }
     if (untouched.length > 0) this.zeroAhead(region, untouched.sort((a, b) => a - b), write);
+  }
+
+  /**
+   * A prefetch hit on `page`: if it continues a stream (within PASS_SPAN of that stream's last hit), the
+   * resident pages between the two hits were passed and go on the passed stack, the first victims.
+   * Only prefetch hits count, so random faults never mark a hot page as passed.
+   */
+  private passedBy(region: PagerRegion, page: number): void {
+    const positions = region.passPositions;
+    let i = 0;
+    while (i < positions.length && Math.abs(page - positions[i]) > PASS_SPAN) i++;
+    if (i === positions.length) {
+      if (positions.length === PASS_STREAMS) positions.shift();
+      positions.push(page);
+      return;
+    }
+    const from = positions[i];
+    positions[i] = page;
+    const table = region.table;
+    const step = page > from ? 1 : -1;
+    for (let p = from; p !== page; p += step) {
+      const state = table.get(p);
+      if (state === PageState.Clean || state === PageState.Dirty) this.frames.pushPassed(table.frame[p]);
+    }
   }
 
   /** A fault found a prefetched page: the guess was right. */
@@ -1023,15 +1069,30 @@ export class Pager {
     if (this.frames.used > this.highFrames) this.evict(this.frames.used - this.lowFrames);
   }
 
-  /** Second chance over fill order: frees up to `wanted` frames; clean pages go without network. */
+  /**
+   * Frees up to `wanted` frames: pages streams have passed first, most recent first, then second chance
+   * over fill order. Clean pages go without network.
+   */
   private evict(wanted: number): void {
     const frames = this.frames;
     const victims: number[] = [];
+    // Chosen from the passed stack; their ring entries are still live until the drop below.
+    const chosen = new Set<number>();
+    while (victims.length < wanted) {
+      const f = frames.popPassed();
+      if (f < 0) break;
+      const state = this.regions.get(frames.region[f])!.table.get(frames.page[f]);
+      // Touched again since it was passed (a write), or no longer mapped: left to the ring.
+      if ((state !== PageState.Clean && state !== PageState.Dirty) || frames.referenced[f]) continue;
+      chosen.add(f);
+      victims.push(frames.region[f] * KEY_SPAN + frames.page[f]);
+    }
     // Two passes over the queue at most: the first may only clear second-chance bits.
     let budget = 2 * frames.used;
     while (victims.length < wanted && budget-- > 0) {
       const f = frames.popOldest();
       if (f < 0) break;
+      if (chosen.has(f)) continue;
       const regionId = frames.region[f];
       const state = this.regions.get(regionId)!.table.get(frames.page[f]);
       if ((state !== PageState.Clean && state !== PageState.Dirty && state !== PageState.Held) || frames.referenced[f]) {
