@@ -1,4 +1,9 @@
 // The `farmem` command: run a memory node, run the demo, show what the kernel offers, replay fault traces.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar, Presets } from 'cli-progress';
@@ -36,6 +41,19 @@ Commands:
                         budget recorded in the trace)
       --options JSON    policy options by policy name, e.g. '{"leap":{"maxWindow":32}}'
 
+  bench          application benchmarks: all-local memory, farmem at local budgets
+                 of 100/50/25/12.5% with each policy, and kernel swap (as root)
+      --quick           a smoke run of every workload (under two minutes)
+      --report          draw the charts and tables of docs/benchmark.md from the
+                        newest kept results (bench/results/apps-*.json)
+      --workloads LIST  scan, random, quicksort, columns, kv, list, tree
+      --budgets LIST    local shares, e.g. 1,0.25 (default 1,0.5,0.25,0.125)
+      --policies LIST   default none,readahead,stride,leap
+      --samples N       timed runs per cell (default 3; quick 1)
+      --no-swap         skip the kernel swap runs
+      --swap-file PATH  where the swap file goes (default /var/tmp/farmem-bench.swap)
+      Needs a clone of farmem with its dev dependencies (npm ci).
+
 Options: --help, --version`;
 
 export async function main(argv: string[]): Promise<number> {
@@ -51,6 +69,8 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'replay':
         return runReplay(rest);
+      case 'bench':
+        return await runBench(rest);
       case '--version':
       case '-v':
         console.log(require('../../package.json').version);
@@ -111,6 +131,37 @@ async function runNode(args: string[]): Promise<number> {
   await node.stop();
   console.log('farmem memory node stopped');
   return 0;
+}
+
+/**
+ * `farmem bench`: runs bench/suite.js (or bench/report.js for --report) in a child process with this
+ * Node. The suites live in the repository, beside their dev dependencies (benny, vega), not in dist/.
+ */
+async function runBench(args: string[]): Promise<number> {
+  const root = path.join(__dirname, '..', '..');
+  const report = args.includes('--report');
+  const script = path.join(root, 'bench', report ? 'report.js' : 'suite.js');
+  if (!fs.existsSync(script)) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `the benchmarks are not in this install (${script} is missing): run them from a clone, git clone <farmem> && cd farmem && npm ci && npx farmem bench`);
+  }
+  for (const dep of report ? ['vega', 'vega-lite'] : ['benny']) {
+    try {
+      require.resolve(dep, { paths: [root] });
+    } catch {
+      throw new FarmemError('FARMEM_INVALID_OPTION', `the benchmarks need the dev dependency '${dep}': run npm ci in the farmem clone`);
+    }
+  }
+  const child = spawn(process.execPath, [script, ...args.filter((a) => a !== '--report')], { cwd: root, stdio: 'inherit' });
+  const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  try {
+    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+    return code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1);
+  } finally {
+    process.off('SIGINT', forward);
+    process.off('SIGTERM', forward);
+  }
 }
 
 /** Order-independent, updatable checksum: the sum over words of a mix of index and value, mod 2^32. */

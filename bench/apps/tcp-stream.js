@@ -1,0 +1,103 @@
+'use strict';
+// Loopback TCP streaming bandwidth between two Node processes: the ceiling for the far-memory scan,
+// whose pages also arrive over a TCP socket on 127.0.0.1. No framing and no copies beyond what the
+// socket does, so this is the best a page stream over loopback could do from Node.
+// Usage: node bench/apps/tcp-stream.js [--bytes 2GiB] [--trials 3]   (prints JSON)
+// Internal: node bench/apps/tcp-stream.js --send <port> <bytes>   (the sender child)
+const { spawn } = require('node:child_process');
+const net = require('node:net');
+const { median } = require('../common');
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+
+/** Sender child: writes one preallocated buffer of `chunkBytes` until `bytes` are sent, waiting on 'drain'. */
+function send(port, bytes, chunkBytes) {
+  const chunk = Buffer.alloc(chunkBytes, 0xa5);
+  const socket = net.connect({ host: '127.0.0.1', port }, () => {
+    let left = bytes;
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunkBytes);
+        left -= n;
+        if (!socket.write(n === chunkBytes ? chunk : chunk.subarray(0, n))) {
+          socket.once('drain', pump);
+          return;
+        }
+      }
+      socket.end();
+    };
+    pump();
+  });
+  socket.on('error', (error) => {
+    console.error(`tcp-stream sender: ${error.message}`);
+    process.exit(1);
+  });
+}
+
+/** One trial: GB/s from the first byte to the last byte at the receiver. */
+function trial(bytes, chunkBytes) {
+  return new Promise((resolve, reject) => {
+    let child;
+    const server = net.createServer((socket) => {
+      server.close(); // one connection per trial
+      let received = 0;
+      let first = 0n;
+      let last = 0n;
+      socket.on('data', (d) => {
+        if (received === 0) first = process.hrtime.bigint();
+        received += d.length;
+        if (received >= bytes) last = process.hrtime.bigint();
+      });
+      socket.on('error', reject);
+      socket.on('end', () => {
+        if (received !== bytes) {
+          reject(new Error(`tcp-stream: received ${received} of ${bytes} bytes`));
+          return;
+        }
+        resolve(bytes / 1e9 / (Number(last - first) / 1e9));
+      });
+    });
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      child = spawn(process.execPath, [__filename, '--send', String(server.address().port), String(bytes), String(chunkBytes)], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      child.once('exit', (code) => {
+        if (code !== 0) reject(new Error(`tcp-stream: sender exited with ${code}`));
+      });
+    });
+  });
+}
+
+/**
+ * Median loopback TCP streaming rate over `trials` trials of `bytes` each: { gbPerSec, trials }.
+ * An untimed warm-up trial goes first: the first stream in a process runs well below the rest
+ * (the receiver's code is still being compiled), as the far-memory scan's cold pass does.
+ */
+async function loopbackStreamGBps({ bytes = 2 * GiB, trials = 3, warmupBytes = 256 * MiB, chunkBytes = 64 * 1024 } = {}) {
+  if (warmupBytes > 0) await trial(warmupBytes, chunkBytes);
+  const rates = [];
+  for (let t = 0; t < trials; t++) rates.push(await trial(bytes, chunkBytes));
+  return { gbPerSec: median(rates), trials: rates };
+}
+
+module.exports = { loopbackStreamGBps };
+
+if (require.main === module) {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--send') {
+    send(Number(argv[1]), Number(argv[2]), Number(argv[3]));
+  } else {
+    const { parseArgs } = require('node:util');
+    const { parseSize } = require('../../dist/cjs/index.js');
+    const opts = parseArgs({ args: argv, options: { bytes: { type: 'string', default: '2GiB' }, trials: { type: 'string', default: '3' }, chunk: { type: 'string', default: '64KiB' } }, strict: true }).values;
+    loopbackStreamGBps({ bytes: parseSize(opts.bytes), trials: Number(opts.trials), chunkBytes: parseSize(opts.chunk) }).then(
+      (result) => console.log(JSON.stringify({ bench: 'tcp-stream', bytes: parseSize(opts.bytes), ...result })),
+      (error) => {
+        console.error(error);
+        process.exit(1);
+      },
+    );
+  }
+}

@@ -1,0 +1,505 @@
+'use strict';
+// Renders a `farmem-bench/1` results file (from `npx farmem bench`) into two SVG charts and a
+// generated section of docs/benchmark.md. Charts come from vega-lite, rendered headlessly (no canvas),
+// so the figures in the docs are reproducible from the JSON alone.
+//
+//   node bench/report.js [--results FILE] [--img docs/img] [--doc docs/benchmark.md]
+const fs = require('node:fs');
+const path = require('node:path');
+
+const ROOT = path.join(__dirname, '..');
+const RESULTS_DIR = path.join(ROOT, 'bench', 'results');
+const BEGIN = '<!-- apps:begin -->';
+const END = '<!-- apps:end -->';
+const NORMALIZED_SVG = 'bench-normalized.svg';
+const CDF_SVG = 'bench-fault-cdf.svg';
+const SWAP_DASH = [6, 4];
+const SWAP_COLOR = '#222222';
+// Tableau 10 without its grey, which would read like the near-black swap line.
+const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f'];
+
+function benchError(code, message, cause) {
+  const error = new Error(message, cause ? { cause } : undefined);
+  error.code = code;
+  return error;
+}
+
+/** The newest apps-*.json; names sort by time because they are apps-YYYY-MM-DDTHHMM.json. */
+function newestResults(dir = RESULTS_DIR) {
+  let names = [];
+  try {
+    names = fs.readdirSync(dir).filter((n) => /^apps-.*\.json$/.test(n));
+  } catch {
+    // No results directory yet: reported below as "no results".
+  }
+  names.sort();
+  return names.length ? path.join(dir, names[names.length - 1]) : null;
+}
+
+function loadResults(resultsFile) {
+  const hint = 'Run `npx farmem bench` (or `npx farmem bench --quick`) first.';
+  if (!resultsFile) throw benchError('FARMEM_BENCH_NO_RESULTS', `No bench/results/apps-*.json found. ${hint}`);
+  let data;
+  try {
+    data = JSON.parse(fs.readFileSync(resultsFile, 'utf8'));
+  } catch (cause) {
+    throw benchError('FARMEM_BENCH_NO_RESULTS', `Cannot read benchmark results ${resultsFile}: ${cause.message}. ${hint}`, cause);
+  }
+  if (!data || data.schema !== 'farmem-bench/1' || !Array.isArray(data.workloads)) {
+    throw benchError('FARMEM_BENCH_NO_RESULTS', `${resultsFile} is not a farmem-bench/1 results file. ${hint}`);
+  }
+  return data;
+}
+
+/** vega and vega-lite are ES modules (with top-level await), so import() rather than require(). */
+async function loadVega() {
+  try {
+    const [vega, vegaLite] = await Promise.all([import('vega'), import('vega-lite')]);
+    return { vega, vegaLite };
+  } catch (cause) {
+    throw benchError(
+      'FARMEM_BENCH_DEPS_MISSING',
+      'Rendering the benchmark report needs vega and vega-lite (dev dependencies). ' +
+        'Run `npm ci` in a clone of farmem, or `npm install --no-save vega vega-lite`. ' +
+        `(${cause && cause.message})`,
+      cause,
+    );
+  }
+}
+
+// Helvetica advance widths (1/1000 em) for ASCII 32..126. Without a canvas, vega estimates every
+// character at 0.8 em, which leaves the SVG hundreds of pixels wider than what it shows; vega lets
+// a caller replace textMetrics.width (vl-convert does the same), and these widths are close enough.
+const HELVETICA = [
+  278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556, 556, 556, 556, 556, 556,
+  556, 556, 278, 278, 584, 584, 584, 556, 1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778,
+  667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500, 556, 556, 278, 556,
+  556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584,
+];
+
+function textWidth(item, text) {
+  const s = String(text ?? '').trim();
+  const size = item.fontSize != null ? +item.fontSize || 0 : 11;
+  let em = 0;
+  for (const ch of s) {
+    const code = ch.codePointAt(0);
+    em += code >= 32 && code <= 126 ? HELVETICA[code - 32] : 600;
+  }
+  // Margin for the wider sans-serif fonts viewers substitute (DejaVu, Verdana); bold runs wider still.
+  const bold = item.fontWeight === 'bold' || +item.fontWeight >= 600;
+  const width = (em / 1000) * size * (bold ? 1.18 : 1.1);
+  return item.limit > 0 ? Math.min(width, item.limit) : width;
+}
+
+async function toSvg({ vega, vegaLite }, spec) {
+  const previous = vega.textMetrics.width;
+  vega.textMetrics.width = textWidth;
+  const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+    vega.textMetrics.width = previous;
+  }
+}
+
+// ---- numbers ----------------------------------------------------------------------------------
+
+function isNum(v) {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+
+/** local.median / run.median: 1.0 is the plain ArrayBuffer; null when the run has no time. */
+function normalized(workload, run) {
+  if (!run || run.error || !isNum(run.median) || run.median <= 0) return null;
+  const local = workload.local && workload.local.median;
+  if (isNum(local) && local > 0) return local / run.median;
+  return isNum(run.normalized) ? run.normalized : null;
+}
+
+function findRun(workload, label, budget) {
+  return (workload.runs || []).find((r) => r.label === label && r.budget === budget);
+}
+
+/** Best farmem run at a budget: { label, value } or null. */
+function bestFarmem(workload, budget) {
+  let best = null;
+  for (const run of workload.runs || []) {
+    if (run.system === 'swap' || run.budget !== budget) continue;
+    const value = normalized(workload, run);
+    if (value !== null && (!best || value > best.value)) best = { label: run.label, value };
+  }
+  return best;
+}
+
+function swapValue(workload, budget) {
+  const run = (workload.runs || []).find((r) => r.system === 'swap' && r.budget === budget);
+  return run ? normalized(workload, run) : null;
+}
+
+/** Every label in order of first appearance, farmem before swap, so legends and rows agree. */
+function labelsOf(data) {
+  const farmem = [];
+  const swap = [];
+  for (const w of data.workloads) {
+    for (const r of w.runs || []) {
+      const list = r.system === 'swap' ? swap : farmem;
+      if (!list.includes(r.label)) list.push(r.label);
+    }
+  }
+  return { farmem, swap, all: [...farmem, ...swap] };
+}
+
+function budgetsOf(data) {
+  if (Array.isArray(data.budgets) && data.budgets.length) return [...data.budgets].sort((a, b) => b - a);
+  const set = new Set();
+  for (const w of data.workloads) for (const r of w.runs || []) set.add(r.budget);
+  return [...set].sort((a, b) => b - a);
+}
+
+const pct = (budget) => `${+(budget * 100).toFixed(2)}%`;
+// Two decimals as asked, but two significant digits below 0.1: swap reaches ~0.005, which would print as 0.01.
+const fmtNorm = (v) => (v === null ? '—' : v >= 0.1 ? v.toFixed(2) : v.toPrecision(2));
+const fmtRatio = (v) => (v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const fmtSec = (s) => (s >= 100 ? s.toFixed(0) : s.toPrecision(3));
+const fmtUs = (us) => (us >= 100 ? us.toFixed(0) : us.toPrecision(3));
+const cell = (text) => String(text).replace(/\|/g, '\\|');
+
+function fmtBytes(bytes) {
+  if (!isNum(bytes)) return '?';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) {
+    bytes /= 1024;
+    i++;
+  }
+  return `${+bytes.toFixed(1)} ${units[i]}`;
+}
+
+function quantile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
+}
+
+function machineLine(m = {}) {
+  const date = typeof m.date === 'string' ? m.date.replace('T', ' ').replace(/:\d\d(\.\d+)?Z$/, ' UTC') : '?';
+  const parts = [m.cpu || 'unknown CPU', `${m.cores ?? '?'} cores`];
+  if (isNum(m.memoryGiB)) parts.push(`${m.memoryGiB} GiB`);
+  parts.push(`Linux ${m.kernel || '?'}`, `Node ${m.node || '?'}`, date);
+  return parts.join(', ');
+}
+
+// ---- charts -----------------------------------------------------------------------------------
+
+/** One colour per label, kernel swap near-black; one dash per label, kernel swap dashed. */
+function labelScales(labels) {
+  let next = 0;
+  const color = labels.all.map((l) => (labels.swap.includes(l) ? SWAP_COLOR : PALETTE[next++ % PALETTE.length]));
+  const dash = labels.all.map((l) => (labels.swap.includes(l) ? SWAP_DASH : [1, 0]));
+  return { color, dash };
+}
+
+function normalizedSpec(data) {
+  const labels = labelsOf(data);
+  const scales = labelScales(labels);
+  const rows = [];
+  for (const w of data.workloads) {
+    for (const r of w.runs || []) {
+      const value = normalized(w, r);
+      if (value === null || value <= 0) continue; // errors and missing times are left out, not drawn as zero
+      rows.push({ workload: w.title || w.name, label: r.label, share: r.budget * 100, value });
+    }
+  }
+  const legend = { title: null, labelLimit: 0, orient: 'bottom', columns: 6, symbolType: 'stroke', symbolSize: 300, symbolStrokeWidth: 2 };
+  // An explicit domain and 1-2-5 ticks: vega's "nice" log domain pads a decade each way and
+  // crowds the axis with unlabelled ticks.
+  const values = rows.map((r) => r.value).concat(1);
+  const lo = Math.min(...values) / 1.25;
+  const hi = Math.max(...values) * 1.25;
+  const ticks = [];
+  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
+    for (const m of [1, 2, 5]) {
+      const t = +(m * 10 ** e).toPrecision(1);
+      if (t >= lo && t <= hi) ticks.push(t);
+    }
+  }
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: {
+      text: 'Performance with part of the working set local, normalised to all-local (1.0 = plain ArrayBuffer)',
+      subtitle: machineLine(data.machine),
+      anchor: 'start',
+    },
+    data: { values: rows },
+    facet: {
+      field: 'workload',
+      type: 'nominal',
+      sort: data.workloads.map((w) => w.title || w.name),
+      header: { title: null, labelFontSize: 13, labelFontWeight: 'bold', labelLimit: 0 },
+    },
+    columns: 3,
+    spec: {
+      width: 220,
+      height: 170,
+      layer: [
+        {
+          mark: { type: 'rule', color: '#999999', strokeWidth: 1 },
+          encoding: { y: { datum: 1 } },
+        },
+        {
+          mark: { type: 'line', point: true, strokeWidth: 1.8 },
+          encoding: {
+            x: {
+              field: 'share',
+              type: 'ordinal',
+              sort: 'descending',
+              title: 'local memory share',
+              axis: { labelAngle: 0, labelExpr: "datum.value + '%'" },
+            },
+            y: {
+              field: 'value',
+              type: 'quantitative',
+              scale: { type: 'log', domain: [lo, hi], nice: false },
+              axis: { values: ticks, grid: true, gridOpacity: 0.5 },
+              title: 'speed vs all-local (log)',
+            },
+            color: { field: 'label', type: 'nominal', scale: { domain: labels.all, range: scales.color }, legend },
+            strokeDash: { field: 'label', type: 'nominal', scale: { domain: labels.all, range: scales.dash }, legend },
+          },
+        },
+      ],
+    },
+    // Own x axis per panel, so a missing panel in the last row draws no stray axis.
+    resolve: { scale: { y: 'shared' }, axis: { x: 'independent' } },
+  };
+}
+
+/** At most ~400 points per curve: enough for a smooth CDF, small enough for a readable SVG. */
+function cdfPoints(label, samples) {
+  const sorted = samples.filter((s) => isNum(s) && s > 0).sort((a, b) => a - b);
+  const n = sorted.length;
+  const step = Math.max(1, Math.floor(n / 400));
+  const points = [];
+  for (let i = 0; i < n; i += step) points.push({ label, us: sorted[i], fraction: (i + 1) / n });
+  if (n && points[points.length - 1].fraction !== 1) points.push({ label, us: sorted[n - 1], fraction: 1 });
+  return points;
+}
+
+function cdfSpec(data) {
+  const entries = data.faultLatency || [];
+  const values = entries.flatMap((e) => cdfPoints(e.label, e.samplesUs || []));
+  const domain = entries.map((e) => e.label);
+  const isSwap = (l) => /swap/i.test(l);
+  let next = 0;
+  const color = domain.map((l) => (isSwap(l) ? SWAP_COLOR : PALETTE[next++ % PALETTE.length]));
+  const dash = domain.map((l) => (isSwap(l) ? SWAP_DASH : [1, 0]));
+  const legend = { title: null, labelLimit: 0, orient: 'bottom', columns: 1, symbolType: 'stroke', symbolSize: 300, symbolStrokeWidth: 2 };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { text: 'Demand-fault latency, CDF', subtitle: machineLine(data.machine), anchor: 'start' },
+    width: 520,
+    height: 280,
+    data: { values },
+    mark: { type: 'line', interpolate: 'step-after', strokeWidth: 1.8 },
+    encoding: {
+      x: { field: 'us', type: 'quantitative', scale: { type: 'log' }, title: 'fault latency (µs, log)' },
+      y: { field: 'fraction', type: 'quantitative', scale: { domain: [0, 1] }, title: 'fraction of faults ≤ x' },
+      color: { field: 'label', type: 'nominal', scale: { domain, range: color }, legend },
+      strokeDash: { field: 'label', type: 'nominal', scale: { domain, range: dash }, legend },
+    },
+  };
+}
+
+// ---- markdown ---------------------------------------------------------------------------------
+
+function workloadSection(data, w, budgets, labels) {
+  const out = [];
+  const local = w.local && isNum(w.local.median) ? `${fmtSec(w.local.median)} s` : '—';
+  out.push(`### ${w.title || w.name} (\`${w.name}\`)`, '');
+  out.push(`${w.description ? `${String(w.description).replace(/\.$/, '')}. ` : ''}Working set ${fmtBytes(w.workingSetBytes)}; all-local median ${local}.`, '');
+  out.push(`| policy | ${budgets.map(pct).join(' | ')} |`);
+  out.push(`|---|${budgets.map(() => '---').join('|')}|`);
+  const present = labels.all.filter((l) => (w.runs || []).some((r) => r.label === l));
+  for (const label of present) {
+    const cells = budgets.map((b) => {
+      const run = findRun(w, label, b);
+      const value = normalized(w, run);
+      return value === null ? '—' : `${fmtNorm(value)} (${fmtSec(run.median)} s)`;
+    });
+    out.push(`| ${cell(label)} | ${cells.join(' | ')} |`);
+  }
+  if (labels.swap.length) {
+    const cells = budgets.map((b) => {
+      const best = bestFarmem(w, b);
+      const swap = swapValue(w, b);
+      return best && swap ? `${fmtRatio(best.value / swap)} (${cell(best.label)})` : '—';
+    });
+    out.push(`| **farmem / swap** | ${cells.join(' | ')} |`);
+  }
+  const errors = (w.runs || []).filter((r) => r.error);
+  for (const r of errors) out.push('', `- ${r.label} at ${pct(r.budget)}: ${String(r.error).replace(/\s+/g, ' ')}`);
+  out.push('');
+  return out;
+}
+
+function barSection(data, budgets) {
+  const out = ['### The bar, at 25% local', ''];
+  const at = 0.25;
+  if (!budgets.includes(at)) {
+    out.push('This run has no 25% budget.', '');
+    return out;
+  }
+  out.push('| workload | best farmem (policy) | kernel swap | farmem / swap | farmem faster than swap |');
+  out.push('|---|---|---|---|---|');
+  for (const w of data.workloads) {
+    const best = bestFarmem(w, at);
+    const swap = swapValue(w, at);
+    const bestText = best ? `${fmtNorm(best.value)} (${cell(best.label)})` : '—';
+    const ratio = best && swap ? fmtRatio(best.value / swap) : '—';
+    const faster = best && swap ? (best.value > swap ? 'yes' : 'no') : '—';
+    out.push(`| ${cell(w.title || w.name)} | ${bestText} | ${swap === null ? '—' : fmtNorm(swap)} | ${ratio} | ${faster} |`);
+  }
+  out.push('');
+  for (const name of ['quicksort', 'columns']) {
+    const w = data.workloads.find((x) => x.name === name);
+    if (!w) {
+      out.push(`- \`${name}\`: not in this run.`);
+      continue;
+    }
+    const best = bestFarmem(w, at);
+    out.push(
+      best
+        ? `- \`${name}\`: best farmem ${fmtNorm(best.value)} of all-local (${cell(best.label)}); ≥ 0.5: ${best.value >= 0.5 ? 'yes' : 'no'}.`
+        : `- \`${name}\`: no farmem time at 25%.`,
+    );
+  }
+  const scan = data.workloads.find((x) => x.name === 'scan');
+  let best = null;
+  for (const r of scan ? scan.runs || [] : []) {
+    if (r.system === 'swap' || r.budget !== at || r.error || !isNum(r.median) || r.median <= 0) continue;
+    const gbps = scan.workingSetBytes / r.median / 1e9;
+    if (!best || gbps > best.gbps) best = { gbps, label: r.label };
+  }
+  if (!scan) out.push('- `scan`: not in this run.');
+  else if (!best) out.push('- `scan`: no farmem time at 25%.');
+  else if (!isNum(data.tcpStreamGBps)) out.push(`- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}); no TCP stream bandwidth measured.`);
+  else {
+    const bar = 0.6 * data.tcpStreamGBps;
+    out.push(
+      `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${((100 * best.gbps) / data.tcpStreamGBps).toFixed(0)}% of the ` +
+        `TCP stream's ${data.tcpStreamGBps.toFixed(2)} GB/s; 60% is ${bar.toFixed(2)} GB/s; reached: ${best.gbps >= bar ? 'yes' : 'no'}.`,
+    );
+  }
+  out.push('');
+  return out;
+}
+
+function faultSection(data) {
+  const entries = (data.faultLatency || []).filter((e) => (e.samplesUs || []).length);
+  if (!entries.length) return [];
+  const out = ['### Demand-fault latency', '', '| measurement | samples | p50 µs | p90 µs | p99 µs |', '|---|---|---|---|---|'];
+  for (const e of entries) {
+    const s = e.samplesUs.filter(isNum).sort((a, b) => a - b);
+    const q = (p) => fmtUs(quantile(s, p));
+    out.push(`| ${cell(e.label)} | ${s.length} | ${q(0.5)} | ${q(0.9)} | ${q(0.99)} |`);
+  }
+  out.push('');
+  return out;
+}
+
+function markdownSection(data, { resultsRel, imgRel, hasCdf }) {
+  const budgets = budgetsOf(data);
+  const labels = labelsOf(data);
+  const swap = data.swap || {};
+  const out = [];
+  out.push('## Applications: farmem against kernel swap', '');
+  out.push(`_Generated by \`node bench/report.js\` from [${resultsRel}](${resultsRel}); edits between the apps markers are overwritten._`, '');
+  out.push(`Machine: ${machineLine(data.machine)}.  `);
+  out.push(`Command: \`${data.command || 'npx farmem bench'}\`.  `);
+  out.push(`TCP loopback stream: ${isNum(data.tcpStreamGBps) ? `${data.tcpStreamGBps.toFixed(2)} GB/s` : 'not measured'}.  `);
+  if (swap.available) {
+    const how = [swap.cgroup && `cgroup ${swap.cgroup}`, swap.swapFile && `swap file \`${swap.swapFile}\``].filter(Boolean).join(', ');
+    out.push(`Kernel swap: measured${how ? ` (${how})` : ''}.`);
+  } else {
+    out.push(`Kernel swap: not measured: ${swap.reason || 'no reason recorded'}.`);
+  }
+  out.push('');
+  out.push('Each cell: speed relative to the same workload on a plain ArrayBuffer (all-local median / run median; ' +
+    '1.00 = all-local, higher is better), with the run\'s median seconds in parentheses. "—": no time (failed or not run). ' +
+    'The farmem / swap row divides the best farmem policy\'s figure (named) by kernel swap\'s at the same budget.', '');
+  out.push(`![Speed relative to all-local, per workload and local memory share](${imgRel}/${NORMALIZED_SVG})`, '');
+  for (const w of data.workloads) out.push(...workloadSection(data, w, budgets, labels));
+  out.push(...barSection(data, budgets));
+  out.push(...faultSection(data));
+  if (hasCdf) out.push(`![Demand-fault latency CDF](${imgRel}/${CDF_SVG})`, '');
+  return out.join('\n');
+}
+
+/** Replaces the lines between the markers (kept), or appends both markers at the end. */
+function spliceSection(text, body) {
+  const lines = text.split('\n');
+  const begin = lines.findIndex((l) => l.trim() === BEGIN);
+  const end = begin < 0 ? -1 : lines.findIndex((l, i) => i > begin && l.trim() === END);
+  const block = [BEGIN, body.replace(/\n+$/, ''), END];
+  if (begin >= 0 && end > begin) return [...lines.slice(0, begin), ...block, ...lines.slice(end + 1)].join('\n');
+  const head = text.length && !text.endsWith('\n') ? `${text}\n` : text;
+  return `${head}${head.length ? '\n' : ''}${block.join('\n')}\n`;
+}
+
+const posixRel = (from, to) => path.relative(from, to).split(path.sep).join('/') || '.';
+
+// ---- entry points -----------------------------------------------------------------------------
+
+async function renderReport({ resultsFile, imgDir, markdownFile } = {}) {
+  const file = resultsFile ? path.resolve(resultsFile) : newestResults();
+  const data = loadResults(file);
+  const deps = await loadVega();
+  const img = path.resolve(imgDir || path.join(ROOT, 'docs', 'img'));
+  const doc = path.resolve(markdownFile || path.join(ROOT, 'docs', 'benchmark.md'));
+  fs.mkdirSync(img, { recursive: true });
+  const files = [];
+
+  const normalizedFile = path.join(img, NORMALIZED_SVG);
+  fs.writeFileSync(normalizedFile, await toSvg(deps, normalizedSpec(data)));
+  files.push(normalizedFile);
+
+  // No samples, no chart: an empty plot would only suggest a measurement that was not made.
+  const hasCdf = (data.faultLatency || []).some((e) => (e.samplesUs || []).length);
+  if (hasCdf) {
+    const cdfFile = path.join(img, CDF_SVG);
+    fs.writeFileSync(cdfFile, await toSvg(deps, cdfSpec(data)));
+    files.push(cdfFile);
+  }
+
+  const docDir = path.dirname(doc);
+  const body = markdownSection(data, { resultsRel: posixRel(docDir, file), imgRel: posixRel(docDir, img), hasCdf });
+  const before = fs.existsSync(doc) ? fs.readFileSync(doc, 'utf8') : '';
+  fs.mkdirSync(docDir, { recursive: true });
+  fs.writeFileSync(doc, spliceSection(before, body));
+  files.push(doc);
+  return { files };
+}
+
+async function main() {
+  const { parseArgs } = require('node:util');
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: { results: { type: 'string' }, img: { type: 'string' }, doc: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  });
+  if (values.help) {
+    console.log('usage: node bench/report.js [--results FILE] [--img docs/img] [--doc docs/benchmark.md]');
+    return;
+  }
+  const { files } = await renderReport({ resultsFile: values.results, imgDir: values.img, markdownFile: values.doc });
+  for (const f of files) console.log(`wrote ${path.relative(process.cwd(), f) || f}`);
+}
+
+if (require.main === module) {
+  main().catch((error) => {
+    console.error(error.code ? `${error.code}: ${error.message}` : error);
+    process.exitCode = 1;
+  });
+}
+
+module.exports = { renderReport, newestResults, spliceSection };

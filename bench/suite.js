@@ -1,0 +1,253 @@
+'use strict';
+// `farmem bench`: the application workloads on all-local memory, on farmem at shrinking local budgets
+// with each prefetch policy, and under kernel swap in a memory cgroup at the same budgets. Each cell runs
+// in a fresh process (bench/apps/cell.js) against one memory node process. Writes
+// bench/results/apps-<date>.json and prints a table; `farmem bench --report` draws the charts.
+// Usage: node bench/suite.js [--quick] [--workloads scan,kv] [--budgets 1,0.5,0.25,0.125]
+//        [--policies none,readahead,stride,leap] [--samples 3] [--no-swap] [--swap-file PATH] [--out FILE]
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { SingleBar, Presets } = require('cli-progress');
+const { ROOT, args, startNodeProcess } = require('./common');
+const { BUILTIN_POLICIES } = require('../dist/cjs/index.js');
+const { WORKLOADS } = require('./apps/workloads');
+const { RESULT_MARK } = require('./apps/cell');
+const kernelSwap = require('./apps/kernel-swap');
+const { loopbackStreamGBps } = require('./apps/tcp-stream');
+
+const CELL = path.join(__dirname, 'apps', 'cell.js');
+const LATENCY_BUDGET = 0.25;
+// The swap cell's cgroup limit is its footprint before the working set (its cold part squeezed out
+// first), plus the budget, plus this much for the heap's growth while it runs. What the heap does not
+// take goes to the working set: it favours swap a little, never farmem.
+const SWAP_SLACK_BYTES = 4 << 20;
+
+/** A bad option: printed as one line with its code, exit status 2. */
+function usageError(message) {
+  return Object.assign(new Error(`${message} (see npx farmem --help)`), { code: 'FARMEM_INVALID_OPTION' });
+}
+
+function list(value, name, parse = (s) => s) {
+  const items = value.split(',').map((s) => s.trim()).filter(Boolean).map(parse);
+  if (items.length === 0) throw usageError(`--${name}: give a comma-separated list`);
+  return items;
+}
+
+function options() {
+  return args({
+    quick: { type: 'boolean', default: false },
+    workloads: { type: 'string' },
+    budgets: { type: 'string' },
+    policies: { type: 'string' },
+    samples: { type: 'string' },
+    'no-swap': { type: 'boolean', default: false },
+    'swap-file': { type: 'string' },
+    out: { type: 'string' },
+  });
+}
+
+function machine() {
+  return {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+  };
+}
+
+function cellResult(stdout, what) {
+  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_MARK));
+  if (!line) throw new Error(`${what}: no result line`);
+  return JSON.parse(line.slice(RESULT_MARK.length));
+}
+
+/** Runs a cell in a plain child process; its own output is kept for the error message only. */
+function runCell(argv, what) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CELL, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 600_000);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) {
+        try { resolve(cellResult(stdout, what)); } catch (error) { reject(error); }
+      } else {
+        reject(new Error(`${what} failed (${code ?? signal}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`));
+      }
+    });
+  });
+}
+
+async function runSwapCell(prepared, argv, budgetBytes, what) {
+  const attempt = () => kernelSwap.runInCgroup(prepared, {
+    argv: [CELL, ...argv],
+    budgetBytes,
+    limitSlackBytes: SWAP_SLACK_BYTES,
+    timeoutMs: 600_000,
+  });
+  let r = await attempt();
+  // Under heavy swap-out the memory cgroup's reclaim can give up and OOM-kill: one more try, then say so.
+  if (r.oomKilled) r = await attempt();
+  if (r.oomKilled) throw new Error(`${what}: killed twice by the cgroup's OOM killer (its reclaim gave up)`);
+  if (r.code !== 0) throw new Error(`${what} failed (${r.code ?? r.signal})`);
+  return cellResult(r.stdout, what);
+}
+
+async function main() {
+  let opts;
+  try {
+    opts = options();
+  } catch (error) {
+    throw usageError(error.message);
+  }
+  const quick = opts.quick;
+  const workloads = opts.workloads
+    ? list(opts.workloads, 'workloads', (name) => {
+      const found = WORKLOADS.find((w) => w.name === name);
+      if (!found) throw usageError(`--workloads: no workload '${name}' (${WORKLOADS.map((w) => w.name).join(', ')})`);
+      return found;
+    })
+    : WORKLOADS;
+  const budgets = list(opts.budgets ?? (quick ? '0.25' : '1,0.5,0.25,0.125'), 'budgets', Number);
+  for (const budget of budgets) if (!(budget > 0 && budget <= 1)) throw usageError(`--budgets: ${budget} is not a share in (0, 1]`);
+  const policies = list(opts.policies ?? (quick ? 'none,readahead,leap' : 'none,readahead,stride,leap'), 'policies');
+  for (const policy of policies) if (!BUILTIN_POLICIES.includes(policy)) throw usageError(`--policies: no policy '${policy}' (${BUILTIN_POLICIES.join(', ')})`);
+  const samples = opts.samples ?? (quick ? '1' : '3');
+  if (!/^[1-9]\d?$/.test(samples)) throw usageError(`--samples: ${samples} is not a count from 1 to 99`);
+  const swapFile = opts['swap-file'] ?? '/var/tmp/farmem-bench.swap';
+
+  const results = {
+    schema: 'farmem-bench/1',
+    command: ['npx farmem bench', ...process.argv.slice(2)].join(' '),
+    quick,
+    machine: machine(),
+    budgets,
+    policies,
+    samplesPerCell: Number(samples),
+    swapSlackBytes: SWAP_SLACK_BYTES,
+    tcpStreamGBps: null,
+    swap: null,
+    workloads: [],
+    faultLatency: [],
+  };
+
+  console.error('measuring the loopback TCP stream (the transport ceiling) …');
+  const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3 });
+  results.tcpStreamGBps = stream.gbPerSec;
+  results.tcpStreamTrials = stream.trials;
+
+  const largest = Math.max(...workloads.map((w) => w.bytes(quick)));
+  const prepared = opts['no-swap']
+    ? { available: false, reason: 'kernel swap skipped: --no-swap' }
+    : await kernelSwap.prepareKernelSwap({ swapBytes: Math.max(1 << 30, 2 * largest), swapFile });
+  results.swap = prepared.available
+    ? { available: true, reason: null, cgroup: prepared.cgroupVersion, swapFile: prepared.swapFile }
+    : { available: false, reason: prepared.reason };
+  if (!prepared.available) console.error(prepared.reason);
+
+  const cells = [];
+  for (const w of workloads) {
+    const variants = [...policies, ...(w.guide ? ['none+guide'] : [])];
+    cells.push({ w, system: 'local', budget: 1 });
+    for (const budget of budgets) {
+      cells.push({ w, system: 'farmem', budget, variants });
+      if (prepared.available) cells.push({ w, system: 'swap', budget });
+    }
+  }
+
+  const node = await startNodeProcess('4GiB');
+  // Off a terminal (CI logs, a pipe) the bar prints a line every 10 s instead of redrawing.
+  const bar = new SingleBar({
+    format: 'farmem bench [{bar}] {value}/{total} cells | {duration_formatted} | {cell}',
+    stream: process.stderr,
+    noTTYOutput: true,
+    notTTYSchedule: 10_000,
+  }, Presets.shades_classic);
+  bar.start(cells.length, 0, { cell: '' });
+  try {
+    const byWorkload = new Map();
+    for (const cell of cells) {
+      const what = `${cell.w.name} on ${cell.system}${cell.system === 'local' ? '' : ` at ${cell.budget * 100}%`}`;
+      bar.update({ cell: what });
+      const latency = cell.w.name === 'random' && cell.budget === LATENCY_BUDGET && cell.system !== 'local' ? (quick ? 1000 : 4000) : 0;
+      const argv = ['--workload', cell.w.name, '--system', cell.system, '--budget', String(cell.budget), '--samples', samples,
+        '--latency', String(latency), ...(quick ? ['--quick'] : [])];
+      if (cell.system === 'farmem') argv.push('--node', node.address, '--variants', cell.variants.join(','));
+      let out;
+      try {
+        out = cell.system === 'swap'
+          ? await runSwapCell(prepared, argv, Math.floor(cell.budget * cell.w.bytes(quick)), what)
+          : await runCell(argv, what);
+      } catch (error) {
+        // A failed cell is recorded and the suite goes on; the report shows it as missing.
+        bar.stop();
+        console.error(`  ${error.message}`);
+        bar.start(cells.length, cells.indexOf(cell), { cell: what });
+        out = { runs: [], error: error.message };
+        if (cell.system !== 'local') out.runs = [{ system: cell.system, label: cell.system === 'swap' ? 'kernel swap' : 'farmem', budget: cell.budget, error: error.message }];
+      }
+      let entry = byWorkload.get(cell.w.name);
+      if (!entry) {
+        entry = { name: cell.w.name, title: cell.w.title, description: cell.w.description, workingSetBytes: cell.w.bytes(quick), local: null, runs: [] };
+        byWorkload.set(cell.w.name, entry);
+        results.workloads.push(entry);
+      }
+      if (cell.system === 'local') {
+        entry.local = out.runs[0] ? { seconds: out.runs[0].seconds, median: out.runs[0].median } : { error: out.error };
+      } else {
+        for (const r of out.runs) {
+          entry.runs.push({ ...r, normalized: entry.local?.median && r.median ? entry.local.median / r.median : null });
+        }
+        if (out.cgroup && entry.runs.length > 0) entry.runs[entry.runs.length - 1].cgroup = out.cgroup;
+      }
+      if (out.latency) {
+        const label = cell.system === 'swap' ? `kernel swap (${cell.budget * 100}% local)` : `farmem, policy none (${cell.budget * 100}% local)`;
+        results.faultLatency.push({ label, workload: cell.w.name, ...out.latency });
+      }
+      bar.increment();
+    }
+  } finally {
+    bar.stop();
+    await node.stop();
+    if (prepared.available) await prepared.cleanup();
+  }
+
+  const file = opts.out ?? path.join(ROOT, 'bench', 'results', `apps-${results.machine.date.slice(0, 16).replace(':', '')}.json`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  printTable(results);
+  console.log(`\nresults: ${path.relative(process.cwd(), file)}\ncharts and tables: npx farmem bench --report`);
+}
+
+/** Normalised performance (local time / time), one row per workload and system, one column per budget. */
+function printTable(results) {
+  console.log(`\nloopback TCP stream: ${results.tcpStreamGBps.toFixed(2)} GB/s; performance normalised to all-local (1.00)`);
+  console.log(`| workload | system | ${results.budgets.map((b) => `${b * 100}%`).join(' | ')} |`);
+  console.log(`|---|---|${results.budgets.map(() => '---').join('|')}|`);
+  for (const w of results.workloads) {
+    const labels = [...new Set(w.runs.map((r) => r.label))];
+    for (const label of labels) {
+      const cells = results.budgets.map((budget) => {
+        const r = w.runs.find((x) => x.label === label && x.budget === budget);
+        return r?.normalized ? r.normalized.toFixed(3) : '—';
+      });
+      console.log(`| ${w.name} | ${label} | ${cells.join(' | ')} |`);
+    }
+  }
+}
+
+main().catch((error) => {
+  if (error.code === 'FARMEM_INVALID_OPTION') {
+    console.error(`farmem bench: ${error.message} [${error.code}]`);
+    process.exit(2);
+  }
+  console.error(error);
+  process.exit(1);
+});

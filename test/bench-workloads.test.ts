@@ -1,0 +1,127 @@
+// The application benchmark's pieces on real parts: its workloads on farmem regions a quarter of whose
+// pages fit locally (real userfaultfd, a real memory node on loopback), the pager's write-around and
+// passed-page eviction that those workloads lean on, and `farmem bench`'s refusal of bad options.
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FrameTable } from '../lib/pager/frames';
+import { farmem, MiB, ROOT } from './helpers';
+
+const { FarMemory, MemoryNode } = farmem;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { WORKLOADS } = require('../bench/apps/workloads.js') as {
+  WORKLOADS: Array<{
+    name: string;
+    bytes(quick: boolean): number;
+    guide?: string;
+    prepare(bytes: number, quick: boolean): unknown;
+    init(buffer: ArrayBuffer, ctx: unknown): void;
+    run(buffer: ArrayBuffer, ctx: unknown): number;
+    verify(buffer: ArrayBuffer, ctx: unknown, result: number): void;
+  }>;
+};
+const workload = (name: string) => WORKLOADS.find((w) => w.name === name)!;
+
+let node: InstanceType<typeof MemoryNode>;
+
+beforeAll(async () => {
+  node = await MemoryNode.start({ host: '127.0.0.1', port: 0, capacity: 512 * MiB });
+});
+
+afterAll(async () => {
+  await node?.stop();
+});
+
+describe('bench workloads on a farmem region at 25% local', () => {
+  for (const [name, prefetch] of [['quicksort', 'readahead'], ['kv', 'none'], ['tree', 'none'], ['random', 'leap']] as const) {
+    it(`${name} (${prefetch}) gives the all-local answer, twice, and again from the node after evict()`, async () => {
+      const w = workload(name);
+      const bytes = w.bytes(true);
+      const fm = await FarMemory.open({ nodes: [node.address], localBudget: bytes / 4 });
+      try {
+        const region = await fm.allocate(bytes, { prefetch });
+        if (w.guide) await region.setGuide({ module: w.guide, depth: 64 });
+        const ctx = w.prepare(bytes, true);
+        w.init(region.buffer, ctx);
+        for (let round = 0; round < 2; round++) w.verify(region.buffer, ctx, w.run(region.buffer, ctx));
+        await region.evict();
+        w.verify(region.buffer, ctx, w.run(region.buffer, ctx));
+        const stats = region.stats();
+        expect(stats.evictions).toBeGreaterThan(0);
+        expect(stats.policyErrors).toBe(0);
+        if (name === 'quicksort') {
+          // The partition passes are sequential writers: write-around spared most pages their fault.
+          expect(stats.writeAround).toBeGreaterThan(stats.writeFaults);
+        }
+        await region.free();
+      } finally {
+        await fm.close();
+      }
+    }, 60_000);
+  }
+
+  it('verify() catches a wrong answer and a lost write', () => {
+    const scan = workload('scan');
+    const buffer = new ArrayBuffer(MiB);
+    scan.init(buffer, {});
+    const sum = scan.run(buffer, {});
+    expect(() => scan.verify(buffer, {}, sum + 1)).toThrow(/scan sum/);
+    const random = workload('random');
+    const ctx = random.prepare(MiB, true);
+    random.init(buffer, ctx);
+    const result = random.run(buffer, ctx);
+    new Float64Array(buffer).fill(-1);
+    expect(() => random.verify(buffer, ctx, result)).toThrow(/random write lost/);
+  });
+});
+
+describe('FrameTable passed stack', () => {
+  it('gives back passed frames newest first, once each, and forgets frames released or retaken', () => {
+    const frames = new FrameTable(8);
+    const f = [0, 1, 2, 3].map((page) => frames.take(0, page, false));
+    frames.pushPassed(f[0]);
+    frames.pushPassed(f[1]);
+    frames.pushPassed(f[2]);
+    frames.pushPassed(f[1]); // already on the stack: no second entry
+    frames.release(f[2]);
+    const retaken = frames.take(0, 9, false); // the released frame again, for another page
+    expect(retaken).toBe(f[2]);
+    expect(frames.popPassed()).toBe(f[1]);
+    expect(frames.popPassed()).toBe(f[0]);
+    expect(frames.popPassed()).toBe(-1); // f[2]'s entry went stale with its first owner
+    // The ring still holds every frame in use, oldest first, whatever the stack did.
+    expect(frames.popOldest()).toBe(f[0]);
+  });
+
+  it('keeps only live entries when the stack fills with stale ones', () => {
+    const frames = new FrameTable(2);
+    const keep = frames.take(0, 0, false);
+    frames.pushPassed(keep);
+    for (let i = 0; i < 10; i++) {
+      const f = frames.take(0, 1 + i, false);
+      frames.pushPassed(f);
+      frames.release(f);
+    }
+    expect(frames.popPassed()).toBe(keep);
+    expect(frames.popPassed()).toBe(-1);
+  });
+});
+
+describe('farmem bench', () => {
+  const cli = path.join(ROOT, 'bin', 'farmem.js');
+  for (const [args, pattern] of [
+    [['--budgets', '2'], /--budgets: 2 is not a share in \(0, 1\]/],
+    [['--workloads', 'fibonacci'], /no workload 'fibonacci' \(scan, random, quicksort, columns, kv, list, tree\)/],
+    [['--policies', 'psychic'], /no policy 'psychic'/],
+    [['--samples', '0'], /--samples: 0 is not a count/],
+    [['--bogus'], /Unknown option '--bogus'/],
+  ] as const) {
+    it(`refuses ${args.join(' ')} with FARMEM_INVALID_OPTION and exit status 2, before measuring anything`, () => {
+      const r = spawnSync(process.execPath, [cli, 'bench', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(pattern);
+      expect(r.stderr).toMatch(/\[FARMEM_INVALID_OPTION\]/);
+      expect(r.stderr).not.toMatch(/loopback TCP/);
+    });
+  }
+});
