@@ -24,6 +24,8 @@ Commands:
       --port P          port (default 7070; 0 picks one)
       --capacity SIZE   bytes of pages it holds, e.g. 4GiB (default 1GiB)
       --token T         clients must present this token (default: none)
+      --spin-us N       after each request keep polling N µs rather than sleep
+                        (default 0; lowers latency where idle CPUs wake slowly, as in VMs)
   demo           fill, checksum and randomly update a region 4x the local budget,
                  on a memory node it starts itself (or on --node)
       --budget SIZE     local budget (default 64MiB)
@@ -52,6 +54,7 @@ Commands:
       --samples N       timed runs per cell (default 3; quick 1)
       --no-swap         skip the kernel swap runs
       --swap-file PATH  where the swap file goes (default /var/tmp/farmem-bench.swap)
+      --spin-us N       pager and memory node poll N µs after demand work (default 200)
       Needs a clone of farmem with its dev dependencies (npm ci).
 
 Options: --help, --version`;
@@ -106,6 +109,7 @@ async function runNode(args: string[]): Promise<number> {
     port: { type: 'string', default: '7070' },
     capacity: { type: 'string', default: '1GiB' },
     token: { type: 'string', default: '' },
+    'spin-us': { type: 'string', default: '0' },
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -116,6 +120,7 @@ async function runNode(args: string[]): Promise<number> {
     port,
     capacity: values.capacity,
     token: values.token,
+    spinMicros: Number(values['spin-us']),
     inline: true,
   });
   console.log(`farmem memory node listening on ${node.address}, capacity ${formatBytes(node.capacity)}${values.token ? ', token required' : ''}`);

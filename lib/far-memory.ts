@@ -52,6 +52,12 @@ export interface FarMemoryOptions {
   maxPrefetchFraction?: number;
   /** Most faults read from the userfaultfd in one batch. Default 256. */
   faultBatch?: number;
+  /**
+   * After demand work (a fetch a thread waits on, or a waiter woken), the pager thread's event loop keeps
+   * polling its sockets and userfaultfd for up to this many µs instead of sleeping. 0 (default): never. It trades
+   * CPU for latency where waking an idle CPU is slow, as in VMs (docs/benchmark.md).
+   */
+  spinMicros?: number;
   /** How long open() waits for every node. Default 5000. */
   connectTimeoutMs?: number;
   /** A node that answers no request for this long is treated as gone: reconnect and resend. Default 10000. */
@@ -107,7 +113,7 @@ export interface FarMemoryStats extends RegionStats {
 
 const OPTION_NAMES = [
   'nodes', 'token', 'localBudget', 'prefetch', 'prefetchSample', 'stripePages', 'maxRequestPages', 'evictHighWater',
-  'evictLowWater', 'maxPrefetchFraction', 'faultBatch', 'connectTimeoutMs', 'requestTimeoutMs',
+  'evictLowWater', 'maxPrefetchFraction', 'faultBatch', 'spinMicros', 'connectTimeoutMs', 'requestTimeoutMs',
   'reconnectInitialMs', 'reconnectMaxMs', 'userModeOnly',
 ] as const;
 
@@ -164,6 +170,7 @@ function resolveOptions(options: FarMemoryOptions, caps: Capabilities, grants: H
     maxPrefetchFraction: fractionOption('maxPrefetchFraction', options.maxPrefetchFraction, 0.25),
     prefetchSample: sampleOption(options.prefetchSample),
     faultBatch: intOption('faultBatch', options.faultBatch, 256, 1, 65536),
+    spinMicros: intOption('spinMicros', options.spinMicros, 0, 0, 10_000),
     connectTimeoutMs: intOption('connectTimeoutMs', options.connectTimeoutMs, 5000, 1, 3_600_000),
     requestTimeoutMs: intOption('requestTimeoutMs', options.requestTimeoutMs, 10_000, 0, 3_600_000),
     reconnectInitialMs: intOption('reconnectInitialMs', options.reconnectInitialMs, 50, 1, 3_600_000),

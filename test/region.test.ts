@@ -179,6 +179,8 @@ describe('bad input', () => {
     await expect(FarMemory.open({ nodes, localBuget: '1MiB' } as never)).rejects.toThrow(/did you mean 'localBudget'/);
     await expect(FarMemory.open({ nodes, prefetch: 'psychic' })).rejects.toThrow(/readahead/);
     await expect(FarMemory.open({ nodes, evictHighWater: 0.5, evictLowWater: 0.9 })).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });
+    await expect(FarMemory.open({ nodes, spinMicros: -1 })).rejects.toThrow(/spinMicros: expected an integer from 0 to 10000/);
+    await expect(MemoryNode.start({ spinMicros: 1.5 })).rejects.toThrow(/spinMicros/);
     await expect(fm.allocate(0)).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });
     await expect(fm.allocate(-1)).rejects.toMatchObject({ code: 'FARMEM_INVALID_OPTION' });
     await expect(fm.allocate('1MiB', { prefech: 'none' } as never)).rejects.toThrow(/did you mean 'prefetch'/);

@@ -1,7 +1,7 @@
 // The memory node: a TCP server that holds pages for farmem clients.
 //
-// It runs on machines with no userfaultfd at all, so it imports only the protocol, errors, units and
-// Node built-ins — never the native addon, the pager or the region API.
+// It runs on machines with no userfaultfd at all, so it imports only the protocol, errors, units, the
+// loop spinner and Node built-ins — never the native addon, the pager or the region API.
 //
 // Everything here runs on one thread: the thread that called listen() (a worker thread by default,
 // see lib/memory-node.ts). Each connection's requests are handled in arrival order, so its replies leave in
@@ -41,6 +41,7 @@ import {
   frameTypeName,
   writeReadOkHeader,
 } from '../protocol';
+import { LoopSpinner } from '../loop-spinner';
 
 // ---------------------------------------------------------------------------------------------------------
 // Options
@@ -62,6 +63,8 @@ export interface MemoryNodeServerOptions {
   orphanTimeoutMs?: number;
   /** Pages per storage slab, allocated lazily as pages are written. Default 256 (1 MiB). */
   slabPages?: number;
+  /** After each request, keep the event loop polling (not sleeping) this many µs for the next; 0: never. Default 0. */
+  spinMicros?: number;
 }
 
 export interface ResolvedServerOptions {
@@ -73,6 +76,7 @@ export interface ResolvedServerOptions {
   idleTimeoutMs: number;
   orphanTimeoutMs: number;
   slabPages: number;
+  spinMicros: number;
 }
 
 export const SERVER_OPTION_DEFAULTS = {
@@ -84,6 +88,7 @@ export const SERVER_OPTION_DEFAULTS = {
   idleTimeoutMs: 30_000,
   orphanTimeoutMs: 60_000,
   slabPages: 256,
+  spinMicros: 0,
 } as const;
 
 const SERVER_OPTION_NAMES = Object.keys(SERVER_OPTION_DEFAULTS);
@@ -152,6 +157,7 @@ export function resolveServerOptions(options: MemoryNodeServerOptions = {}): Res
     idleTimeoutMs,
     orphanTimeoutMs,
     slabPages,
+    spinMicros: integerOption('spinMicros', o.spinMicros, 0, 10_000, 'an integer number of µs from 0 to 10000'),
   };
 }
 
@@ -460,6 +466,7 @@ class Connection {
 
   private onData(chunk: Buffer): void {
     this.server.counters.bytesIn += chunk.length;
+    this.server.spinner.poke();
     if (this.closing) return;
     this.reader.push(chunk);
     this.pump();
@@ -871,9 +878,12 @@ export class MemoryNodeServer {
   private listening: ListenAddress | null = null;
   private closed = false;
   private closePromise: Promise<void> | null = null;
+  /** Polls rather than sleeps after each request (spinMicros), for clients waiting in page faults. */
+  readonly spinner: LoopSpinner;
 
   constructor(options: MemoryNodeServerOptions = {}) {
     this.options = resolveServerOptions(options);
+    this.spinner = new LoopSpinner(this.options.spinMicros);
     this.store = new SlabStore(this.options.capacity / PAGE_SIZE, this.options.slabPages);
     this.tokenDigest = digest(this.options.token);
     this.server = net.createServer((socket) => this.accept(socket));
@@ -905,6 +915,7 @@ export class MemoryNodeServer {
   close(): Promise<void> {
     if (this.closePromise) return this.closePromise;
     this.closed = true;
+    this.spinner.stop();
     this.closePromise = new Promise<void>((resolve) => {
       this.scheduler.stop();
       for (const conn of this.connections) {

@@ -15,6 +15,7 @@ import { checkAnswer } from '../policies/check-answer';
 import { C, HISTOGRAM_OFFSET, bucketOf, prefetchAccounting, type PrefetchAccounting } from '../stats';
 import { TraceRecorder } from './trace-recorder';
 import { Transport, type NodeAddress } from '../transport/transport';
+import { LoopSpinner } from '../loop-spinner';
 import { FrameTable } from './frames';
 import { PageState, PageTable } from './page-table';
 import {
@@ -41,6 +42,8 @@ export interface PagerOptions {
   evictLowWater: number;
   maxPrefetchFraction: number;
   faultBatch: number;
+  /** Busy-poll this long for an answer or the next fault after demand work, rather than sleep; 0: never. */
+  spinMicros: number;
   /** Share of prefetched pages held unmapped until first touch, to measure accuracy. */
   prefetchSample: number;
   /** This client's weight in each node's fair queueing (HELLO). */
@@ -188,6 +191,8 @@ export class Pager {
   private demand: number[] = [];
   private prefetch: number[] = [];
   private closed = false;
+  /** Polls rather than sleeps after demand work (spinMicros). */
+  private readonly spinner: LoopSpinner;
 
   constructor(
     private readonly options: PagerOptions,
@@ -198,6 +203,7 @@ export class Pager {
     const frameCount = Math.floor(options.localBudget / PAGE_SIZE);
     this.frames = new FrameTable(frameCount);
     this.highFrames = Math.max(1, Math.floor(frameCount * options.evictHighWater));
+    this.spinner = new LoopSpinner(options.spinMicros);
     this.lowFrames = Math.max(0, Math.floor(frameCount * options.evictLowWater));
     this.maxPrefetchPages = Math.max(0, Math.floor(frameCount * options.maxPrefetchFraction));
     this.zeros = Buffer.alloc(options.maxRequestPages * PAGE_SIZE);
@@ -457,6 +463,7 @@ export class Pager {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.spinner.stop();
     // BYE frees every region of this client on the nodes at once.
     for (const id of [...this.regions.keys()]) await this.freeRegion(id, false);
     await this.transport.close();
@@ -518,6 +525,8 @@ export class Pager {
       if (flags & FAULT_FLAG_WP) this.onWriteProtectFault(region, page);
       else this.onMissingFault(region, page, (flags & FAULT_FLAG_WRITE) !== 0, now);
     }
+    // A thread waits on each demand fetch: its answer is due in one round trip.
+    if (this.demand.length > 0) this.spinner.poke();
     this.issueFetches();
     this.balance();
   }
@@ -1016,6 +1025,8 @@ export class Pager {
           region.stats[C.latencySumUs] += us;
           frames.faultAt[frame] = 0;
           frames.referenced[frame] = 1;
+          // A thread was waiting and runs again: its next fault may follow within microseconds.
+          this.spinner.poke();
         }
       }
       region.stats[C.bytesFetched] += runLength * PAGE_SIZE;
