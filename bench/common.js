@@ -21,8 +21,8 @@ function median(values) {
 }
 
 /** Starts `farmem node` in a child process; resolves { address, port, stop() }. */
-function startNodeProcess(capacity = '2GiB') {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/farmem.js'), 'node', '--port', '0', '--capacity', capacity], {
+function startNodeProcess(capacity = '2GiB', extraArgs = []) {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/farmem.js'), 'node', '--port', '0', '--capacity', capacity, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {

@@ -44,6 +44,7 @@ function options() {
     samples: { type: 'string' },
     'no-swap': { type: 'boolean', default: false },
     'swap-file': { type: 'string' },
+    'spin-us': { type: 'string', default: '200' },
     out: { type: 'string' },
   });
 }
@@ -86,18 +87,25 @@ function runCell(argv, what) {
 }
 
 async function runSwapCell(prepared, argv, budgetBytes, what) {
-  const attempt = () => kernelSwap.runInCgroup(prepared, {
+  const attempt = (slack) => kernelSwap.runInCgroup(prepared, {
     argv: [CELL, ...argv],
     budgetBytes,
-    limitSlackBytes: SWAP_SLACK_BYTES,
+    limitSlackBytes: slack,
     timeoutMs: 600_000,
   });
-  let r = await attempt();
-  // Under heavy swap-out the memory cgroup's reclaim can give up and OOM-kill: one more try, then say so.
-  if (r.oomKilled) r = await attempt();
+  let slack = SWAP_SLACK_BYTES;
+  let r = await attempt(slack);
+  // Under heavy swap-out the memory cgroup's reclaim can give up and OOM-kill. One more try with three
+  // times the slack (more room for swap, recorded with the run), then say so.
+  if (r.oomKilled) {
+    slack *= 3;
+    r = await attempt(slack);
+  }
   if (r.oomKilled) throw new Error(`${what}: killed twice by the cgroup's OOM killer (its reclaim gave up)`);
   if (r.code !== 0) throw new Error(`${what} failed (${r.code ?? r.signal})`);
-  return cellResult(r.stdout, what);
+  const out = cellResult(r.stdout, what);
+  if (out.cgroup) out.cgroup.slackBytes = slack;
+  return out;
 }
 
 async function main() {
@@ -122,6 +130,8 @@ async function main() {
   const samples = opts.samples ?? (quick ? '1' : '3');
   if (!/^[1-9]\d?$/.test(samples)) throw usageError(`--samples: ${samples} is not a count from 1 to 99`);
   const swapFile = opts['swap-file'] ?? '/var/tmp/farmem-bench.swap';
+  const spin = opts['spin-us'];
+  if (!/^\d{1,5}$/.test(spin) || Number(spin) > 10_000) throw usageError(`--spin-us: ${spin} is not a number of µs from 0 to 10000`);
 
   const results = {
     schema: 'farmem-bench/1',
@@ -131,6 +141,8 @@ async function main() {
     budgets,
     policies,
     samplesPerCell: Number(samples),
+    // Both farmem's pager (FarMemory spinMicros) and the memory node (--spin-us) poll this long after demand work.
+    spinMicros: Number(spin),
     swapSlackBytes: SWAP_SLACK_BYTES,
     tcpStreamGBps: null,
     swap: null,
@@ -162,7 +174,7 @@ async function main() {
     }
   }
 
-  const node = await startNodeProcess('4GiB');
+  const node = await startNodeProcess('4GiB', ['--spin-us', spin]);
   // Off a terminal (CI logs, a pipe) the bar prints a line every 10 s instead of redrawing.
   const bar = new SingleBar({
     format: 'farmem bench [{bar}] {value}/{total} cells | {duration_formatted} | {cell}',
@@ -179,7 +191,7 @@ async function main() {
       const latency = cell.w.name === 'random' && cell.budget === LATENCY_BUDGET && cell.system !== 'local' ? (quick ? 1000 : 4000) : 0;
       const argv = ['--workload', cell.w.name, '--system', cell.system, '--budget', String(cell.budget), '--samples', samples,
         '--latency', String(latency), ...(quick ? ['--quick'] : [])];
-      if (cell.system === 'farmem') argv.push('--node', node.address, '--variants', cell.variants.join(','));
+      if (cell.system === 'farmem') argv.push('--node', node.address, '--variants', cell.variants.join(','), '--spin', spin);
       let out;
       try {
         out = cell.system === 'swap'
@@ -236,7 +248,9 @@ function printTable(results) {
     for (const label of labels) {
       const cells = results.budgets.map((budget) => {
         const r = w.runs.find((x) => x.label === label && x.budget === budget);
-        return r?.normalized ? r.normalized.toFixed(3) : '—';
+        // Two significant digits below 0.1: a slowdown of 1000x and one of 3000x must not both read 0.000.
+        if (!r?.normalized) return '—';
+        return r.normalized >= 0.1 ? r.normalized.toFixed(2) : r.normalized.toPrecision(2);
       });
       console.log(`| ${w.name} | ${label} | ${cells.join(' | ')} |`);
     }

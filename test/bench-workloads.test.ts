@@ -60,6 +60,25 @@ describe('bench workloads on a farmem region at 25% local', () => {
     }, 60_000);
   }
 
+  it('gives the same answers with the pager and the node both polling after demand work (spinMicros)', async () => {
+    const spinning = await MemoryNode.start({ host: '127.0.0.1', port: 0, capacity: 64 * MiB, spinMicros: 300 });
+    const w = workload('list');
+    const bytes = w.bytes(true);
+    const fm = await FarMemory.open({ nodes: [spinning.address], localBudget: bytes / 4, spinMicros: 300 });
+    try {
+      const region = await fm.allocate(bytes, { prefetch: 'none' });
+      const ctx = w.prepare(bytes, true);
+      w.init(region.buffer, ctx);
+      await region.evict();
+      w.verify(region.buffer, ctx, w.run(region.buffer, ctx));
+      expect(region.stats().remoteFetches).toBeGreaterThanOrEqual(bytes / 4096);
+      await region.free();
+    } finally {
+      await fm.close();
+      await spinning.stop();
+    }
+  }, 60_000);
+
   it('verify() catches a wrong answer and a lost write', () => {
     const scan = workload('scan');
     const buffer = new ArrayBuffer(MiB);

@@ -25,6 +25,7 @@ function options() {
       samples: { type: 'string', default: '3' },
       quick: { type: 'boolean', default: false },
       latency: { type: 'string', default: '0' },
+      spin: { type: 'string', default: '0' },
     },
     strict: true,
   }).values;
@@ -109,6 +110,7 @@ async function main() {
       nodes: [opts.node],
       localBudget: Math.max(16 * PAGE, Math.floor((budget * bytes) / PAGE) * PAGE),
       ...(budget === 1 ? { evictHighWater: 1 } : {}),
+      spinMicros: Number(opts.spin),
     });
     const variants = opts.variants.split(',').map(parseVariant);
     const region = await fm.allocate(bytes, { prefetch: variants[0].policy });

@@ -139,24 +139,31 @@ function hasSwapSignature(file) {
   }
 }
 
-function removeCgroupSync(dir) {
-  // Anything still inside (a grandchild that left the process group) is killed first; rmdir fails
-  // with EBUSY while a task remains.
-  for (let attempt = 0; attempt < 40; attempt++) {
-    try {
-      fs.rmdirSync(dir);
-      owned.cgroups.delete(dir);
-      return true;
-    } catch (error) {
-      if (error.code === 'ENOENT') {
-        owned.cgroups.delete(dir);
-        return true;
+/**
+ * One try at removing a cgroup: true once it is gone. With killLeft, any task still inside (a grandchild
+ * that left the process group) is killed first, since rmdir fails with EBUSY while one remains.
+ */
+function tryRemoveCgroup(dir, killLeft) {
+  try {
+    fs.rmdirSync(dir);
+  } catch (error) {
+    if (error.code !== 'ENOENT') {
+      if (killLeft) {
+        for (const pid of (readText(path.join(dir, 'cgroup.procs')) || '').split('\n').filter(Boolean)) {
+          try { process.kill(Number(pid), 'SIGKILL'); } catch { /* already gone */ }
+        }
       }
-      for (const pid of (readText(path.join(dir, 'cgroup.procs')) || '').split('\n').filter(Boolean)) {
-        try { process.kill(Number(pid), 'SIGKILL'); } catch { /* already gone */ }
-      }
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      return false;
     }
+  }
+  owned.cgroups.delete(dir);
+  return true;
+}
+
+function removeCgroupSync(dir) {
+  for (let attempt = 0; attempt < 40; attempt++) {
+    if (tryRemoveCgroup(dir, true)) return true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   }
   return false;
 }
@@ -314,24 +321,10 @@ function available(hierarchy, swapFile, createdSwapFile) {
 }
 
 async function removeCgroup(dir) {
-  // Charges can take a moment to drain after the last task exits.
+  // Charges can take a moment to drain after the last task exits: kill leftovers only after a while.
   for (let attempt = 0; attempt < 40; attempt++) {
-    try {
-      fs.rmdirSync(dir);
-      owned.cgroups.delete(dir);
-      return true;
-    } catch (error) {
-      if (error.code === 'ENOENT') {
-        owned.cgroups.delete(dir);
-        return true;
-      }
-      if (attempt >= 10) {
-        for (const pid of (readText(path.join(dir, 'cgroup.procs')) || '').split('\n').filter(Boolean)) {
-          try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
-        }
-      }
-      await sleep(50);
-    }
+    if (tryRemoveCgroup(dir, attempt >= 10)) return true;
+    await sleep(50);
   }
   return false;
 }
