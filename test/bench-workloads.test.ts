@@ -2,10 +2,12 @@
 // pages fit locally (real userfaultfd, a real memory node on loopback), the pager's write-around and
 // passed-page eviction that those workloads lean on, and `farmem bench`'s refusal of bad options.
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FrameTable } from '../lib/pager/frames';
-import { farmem, MiB, ROOT } from './helpers';
+import { farmem, MiB, ROOT, runChild } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -128,6 +130,29 @@ describe('FrameTable passed stack', () => {
 
 describe('farmem bench', () => {
   const cli = path.join(ROOT, 'bin', 'farmem.js');
+
+  it('skips kernel swap for an unprivileged user with a reason that says how to include it', async (context) => {
+    if (process.getuid?.() !== 0) context.skip();
+    // A copy the unprivileged user can read: the checkout may sit in root's home.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'farmem-swap-unpriv-'));
+    try {
+      fs.copyFileSync(path.join(ROOT, 'bench/apps/kernel-swap.js'), path.join(dir, 'kernel-swap.js'));
+      fs.writeFileSync(
+        path.join(dir, 'probe.cjs'),
+        "require('./kernel-swap.js').prepareKernelSwap({ swapBytes: 1 << 20 }).then((r) => console.log(JSON.stringify(r)));\n",
+      );
+      fs.chmodSync(dir, 0o755);
+      const result = await runChild(path.join(dir, 'probe.cjs'), [], { uid: 65534, gid: 65534, cwd: dir });
+      expect(result.code).toBe(0);
+      const prepared = JSON.parse(result.stdout.trim().split('\n').pop()!);
+      expect(prepared.available).toBe(false);
+      expect(prepared.reason).toMatch(/needs root/);
+      expect(prepared.reason).toMatch(/sudo npx farmem bench/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   for (const [args, pattern] of [
     [['--budgets', '2'], /--budgets: 2 is not a share in \(0, 1\]/],
     [['--workloads', 'fibonacci'], /no workload 'fibonacci' \(scan, random, quicksort, columns, kv, list, tree\)/],
