@@ -482,11 +482,16 @@ async function renderReport({ resultsFile, imgDir, markdownFile } = {}) {
 
 async function main() {
   const { parseArgs } = require('node:util');
-  const { values } = parseArgs({
-    args: process.argv.slice(2),
-    options: { results: { type: 'string' }, img: { type: 'string' }, doc: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    strict: true,
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: process.argv.slice(2),
+      options: { results: { type: 'string' }, img: { type: 'string' }, doc: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    }));
+  } catch (error) {
+    throw benchError('FARMEM_INVALID_OPTION', `${error.message} (see npx farmem --help)`);
+  }
   if (values.help) {
     console.log('usage: node bench/report.js [--results FILE] [--img docs/img] [--doc docs/benchmark.md]');
     return;
@@ -497,8 +502,8 @@ async function main() {
 
 if (require.main === module) {
   main().catch((error) => {
-    console.error(error.code ? `${error.code}: ${error.message}` : error);
-    process.exitCode = 1;
+    console.error(error.code ? `farmem bench --report: ${error.message} [${error.code}]` : error);
+    process.exitCode = error.code === 'FARMEM_INVALID_OPTION' ? 2 : 1;
   });
 }
 

@@ -147,13 +147,13 @@ async function runBench(args: string[]): Promise<number> {
   const report = args.includes('--report');
   const script = path.join(root, 'bench', report ? 'report.js' : 'suite.js');
   if (!fs.existsSync(script)) {
-    throw new FarmemError('FARMEM_INVALID_OPTION', `the benchmarks are not in this install (${script} is missing): run them from a clone, git clone <farmem> && cd farmem && npm ci && npx farmem bench`);
+    throw new FarmemError('FARMEM_BENCH_DEPS_MISSING', `the benchmarks are not in this install (${script} is missing): run them from a clone of farmem, after npm ci`);
   }
   for (const dep of report ? ['vega', 'vega-lite'] : ['benny']) {
     try {
       require.resolve(dep, { paths: [root] });
     } catch {
-      throw new FarmemError('FARMEM_INVALID_OPTION', `the benchmarks need the dev dependency '${dep}': run npm ci in the farmem clone`);
+      throw new FarmemError('FARMEM_BENCH_DEPS_MISSING', `the benchmarks need the dev dependency '${dep}': run npm ci in the farmem clone`);
     }
   }
   const child = spawn(process.execPath, [script, ...args.filter((a) => a !== '--report')], { cwd: root, stdio: 'inherit' });

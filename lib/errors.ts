@@ -22,7 +22,9 @@ export type FarmemErrorCode =
   | 'FARMEM_BAD_TRACE' // a file that is not a well-formed farmem fault trace
   | 'FARMEM_TRACE_FAILED' // writing a fault trace failed
   | 'FARMEM_ISOLATION' // something would cross a coffer's boundary that must not (shared memory, a port, a worker)
-  | 'FARMEM_COFFER_EXITED'; // the coffer ended before (or while) answering
+  | 'FARMEM_COFFER_EXITED' // the coffer ended before (or while) answering
+  | 'FARMEM_BENCH_DEPS_MISSING' // `farmem bench` outside a clone, or without its dev dependencies
+  | 'FARMEM_BENCH_NO_RESULTS'; // `farmem bench --report` found no results file it can read
 
 export interface FarmemErrorDetails {
   errno?: number;

@@ -159,6 +159,7 @@ describe('farmem bench', () => {
     [['--policies', 'psychic'], /no policy 'psychic'/],
     [['--samples', '0'], /--samples: 0 is not a count/],
     [['--bogus'], /Unknown option '--bogus'/],
+    [['--report', '--bogus'], /Unknown option '--bogus'/],
   ] as const) {
     it(`refuses ${args.join(' ')} with FARMEM_INVALID_OPTION and exit status 2, before measuring anything`, () => {
       const r = spawnSync(process.execPath, [cli, 'bench', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });

@@ -42,7 +42,7 @@ export interface PagerOptions {
   evictLowWater: number;
   maxPrefetchFraction: number;
   faultBatch: number;
-  /** Busy-poll this long for an answer or the next fault after demand work, rather than sleep; 0: never. */
+  /** Keep the event loop polling (LoopSpinner) this long after demand work, rather than sleep; 0: never. */
   spinMicros: number;
   /** Share of prefetched pages held unmapped until first touch, to measure accuracy. */
   prefetchSample: number;
