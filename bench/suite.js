@@ -125,7 +125,7 @@ async function main() {
     : WORKLOADS;
   const budgets = list(opts.budgets ?? (quick ? '0.25' : '1,0.5,0.25,0.125'), 'budgets', Number);
   for (const budget of budgets) if (!(budget > 0 && budget <= 1)) throw usageError(`--budgets: ${budget} is not a share in (0, 1]`);
-  const policies = list(opts.policies ?? (quick ? 'none,readahead,leap' : 'none,readahead,stride,leap'), 'policies');
+  const policies = list(opts.policies ?? (quick ? 'none,readahead,leap,history' : BUILTIN_POLICIES.join(',')), 'policies');
   for (const policy of policies) if (!BUILTIN_POLICIES.includes(policy)) throw usageError(`--policies: no policy '${policy}' (${BUILTIN_POLICIES.join(', ')})`);
   const samples = opts.samples ?? (quick ? '1' : '3');
   if (!/^[1-9]\d?$/.test(samples)) throw usageError(`--samples: ${samples} is not a count from 1 to 99`);

@@ -31,7 +31,7 @@ export interface FarMemoryOptions {
   token?: string;
   /** Bytes of local memory the regions of this FarMemory may keep resident. Default '64MiB'. */
   localBudget?: number | string;
-  /** Default prefetch policy of new regions: a built-in name ('none', 'readahead', 'stride', 'leap'). Default 'readahead'. */
+  /** Default prefetch policy of new regions: a built-in name ('none', 'readahead', 'stride', 'leap', 'history'). Default 'readahead'. */
   prefetch?: string;
   /**
    * Share of prefetched pages held unmapped until their first touch (a local fault, no network), so that

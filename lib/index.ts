@@ -25,8 +25,8 @@ export type { RegionStats, PrefetchAccounting } from './stats';
 export type { PrefetchPolicy, FaultEvent, PrefetchRanges } from './policies';
 export { parseSize, formatBytes } from './units';
 export { PAGE_SIZE } from './protocol';
-export type { PrefetchAnswer, PolicyContext, PolicyFactory, ReadaheadOptions, StrideOptions, LeapOptions, BuiltinPolicy } from './policies';
-export { BUILTIN_POLICIES, MAX_ANSWER_PAGES, createPolicy, checkAnswer, NoPrefetch, ReadaheadPolicy, StridePolicy, LeapPolicy } from './policies';
+export type { PrefetchAnswer, PolicyContext, PolicyFactory, ReadaheadOptions, StrideOptions, LeapOptions, HistoryOptions, BuiltinPolicy } from './policies';
+export { BUILTIN_POLICIES, MAX_ANSWER_PAGES, createPolicy, checkAnswer, NoPrefetch, ReadaheadPolicy, StridePolicy, LeapPolicy, HistoryPolicy } from './policies';
 export type { TraceHeader, Trace, TraceFromPagesOptions } from './trace-file';
 export {
   TRACE_RECORD_BYTES,

@@ -298,6 +298,58 @@ describe('stride', () => {
   });
 });
 
+describe('history', () => {
+  // A walk over shuffled pages (a linked list laid out at random), repeated: nothing address-based helps.
+  const walk = Array.from(permutationOf(2000, 7));
+  const walks = [...walk, ...walk, ...walk, ...walk];
+
+  it('follows the order it learnt on the first walk, answering depth pages along it', () => {
+    const policy = createPolicy('history', { depth: 4 });
+    expect(policy.onFault(event(walk[0], { regionPages: 2000 }))).toBeNull();
+    for (const p of walk.slice(1, 10)) policy.onFault(event(p, { regionPages: 2000 }));
+    // Pages 0..9 of the walk have successors now: a fault at the head asks for the next four.
+    expect(policy.onFault(event(walk[0], { regionPages: 2000 }))).toEqual(walk.slice(1, 5));
+  });
+
+  it('cuts the demand faults of a repeated shuffled walk to a fraction of none and leap, with few wasted pages', () => {
+    const trace = traceFromPages(walks, 2000);
+    const none = simulate(trace, createPolicy('none'), { budgetPages: 500 });
+    const leap = simulate(trace, createPolicy('leap'), { budgetPages: 500 });
+    const history = simulate(trace, createPolicy('history'), { budgetPages: 500 });
+    expect(none.faults).toBe(walks.length); // 25% of a cyclic walk: every reference misses
+    expect(leap.faults).toBeGreaterThan(0.9 * none.faults);
+    // The first walk teaches; the three after it are prefetched.
+    expect(history.faults).toBeLessThan(0.4 * none.faults);
+    expect(history.accuracy).toBeGreaterThan(0.8);
+  });
+
+  it('pauses on uniform random access, where no order repeats', () => {
+    const random = Array.from({ length: 8000 }, (_, i) => permutationOf(2000, 11 + (i >> 11))[i % 2000]);
+    const trace = traceFromPages(random, 2000);
+    const none = simulate(trace, createPolicy('none'), { budgetPages: 500 });
+    const history = simulate(trace, createPolicy('history'), { budgetPages: 500 });
+    expect(history.prefetched).toBeLessThan(0.25 * random.length);
+    expect(history.faults).toBeLessThanOrEqual(1.05 * none.faults);
+  });
+
+  it('refuses unknown and out-of-range options', () => {
+    expect(() => createPolicy('history', { depth: 0 })).toThrow(/depth: expected an integer from 1 to 4096/);
+    expect(() => createPolicy('history', { dept: 8 })).toThrow(/did you mean 'depth'/);
+  });
+});
+
+/** A fixed-seed permutation of 0..n-1 (xorshift32 and Fisher-Yates). */
+function permutationOf(n: number, seed: number): Int32Array {
+  const out = Int32Array.from({ length: n }, (_, i) => i);
+  let x = seed;
+  for (let i = n - 1; i > 0; i--) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    const j = x % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
 describe('leap', () => {
   it('finds the majority delta in the newest quarter of its history and prefetches along it', () => {
     const policy = new LeapPolicy({ historySize: 16 });
@@ -438,7 +490,7 @@ describe('simulate', () => {
     expect(() => simulate(trace, createPolicy('none'), { budgetPages: 0 })).toThrow(/budgetPages: expected an integer from 1/);
     expect(() => simulate(trace, createPolicy('none'), { budgetPages: 10, lowWater: 0.99 })).toThrow(/lowWater: expected at most highWater \(0.95\)/);
     expect(() => simulate(trace, createPolicy('none'), { budgetPage: 10 } as never)).toThrow(/did you mean 'budgetPages'/);
-    expect(() => replayPolicies(trace, ['readahead', 'oracle'], { budgetPages: 10 })).toThrow(/option policy: expected one of 'none', 'readahead', 'stride', 'leap', got "oracle"/);
+    expect(() => replayPolicies(trace, ['readahead', 'oracle'], { budgetPages: 10 })).toThrow(/option policy: expected one of 'none', 'readahead', 'stride', 'leap', 'history', got "oracle"/);
     expect(() => replayPolicies(trace, ['readahead'], { budgetPages: 10, policyOptions: { leap: {} } })).toThrow(/options only for the policies replayed \(none, readahead\)/);
   });
 

@@ -161,7 +161,7 @@ describe('farmem replay', () => {
     fs.writeFileSync(bad, encode([1, 2, 3]).subarray(0, -3));
     const cases: Array<[string[], RegExp]> = [
       [['replay', bad], /farmem replay: '.*bad\.trace' is truncated: 13 byte\(s\) left over .* \[FARMEM_BAD_TRACE\]/],
-      [['replay', traceFile, '--policy', 'readahead,oracle'], /expected one of 'none', 'readahead', 'stride', 'leap', got "oracle"/],
+      [['replay', traceFile, '--policy', 'readahead,oracle'], /expected one of 'none', 'readahead', 'stride', 'leap', 'history', got "oracle"/],
       [['replay', traceFile, '--options', '{"leap":{"maxWindw":8}}'], /unknown option 'maxWindw' for the 'leap' policy — did you mean 'maxWindow'/],
       [['replay', traceFile, '--options', '[1]'], /--options: expected a JSON object of options by policy name/],
       [['replay', traceFile, '--budget', '0%'], /--budget: expected a percentage above 0%/],

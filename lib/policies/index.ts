@@ -1,5 +1,6 @@
 import { invalidOption } from '../errors';
 import { checkOptionNames } from '../options';
+import { HistoryPolicy, type HistoryOptions } from './history';
 import { LeapPolicy, type LeapOptions } from './leap';
 import { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
 import { StridePolicy, type StrideOptions } from './stride';
@@ -11,6 +12,7 @@ export { checkAnswer } from './check-answer';
 export { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
 export { StridePolicy, type StrideOptions } from './stride';
 export { LeapPolicy, type LeapOptions } from './leap';
+export { HistoryPolicy, type HistoryOptions } from './history';
 
 export class NoPrefetch implements PrefetchPolicy {
   readonly name = 'none';
@@ -19,7 +21,7 @@ export class NoPrefetch implements PrefetchPolicy {
   }
 }
 
-export const BUILTIN_POLICIES = ['none', 'readahead', 'stride', 'leap'] as const;
+export const BUILTIN_POLICIES = ['none', 'readahead', 'stride', 'leap', 'history'] as const;
 export type BuiltinPolicy = (typeof BUILTIN_POLICIES)[number];
 
 export function createPolicy(name: string, options: Record<string, unknown> = {}): PrefetchPolicy {
@@ -36,6 +38,8 @@ export function createPolicy(name: string, options: Record<string, unknown> = {}
       return new StridePolicy(options as StrideOptions);
     case 'leap':
       return new LeapPolicy(options as LeapOptions);
+    case 'history':
+      return new HistoryPolicy(options as HistoryOptions);
     default:
       throw invalidOption('prefetch', name, `one of ${BUILTIN_POLICIES.map((p) => `'${p}'`).join(', ')}`);
   }
