@@ -31,7 +31,7 @@ Commands:
       --budget SIZE     local budget (default 64MiB)
       --size SIZE       region size (default 4x the budget)
       --updates N       random 8-byte updates (default 100000)
-      --prefetch P      none | readahead | stride | leap (default readahead)
+      --prefetch P      none | readahead | stride | leap | history (default readahead)
       --node HOST:PORT  use this memory node instead of an embedded one
       --token T         its token
   capabilities   print what the running kernel's userfaultfd offers
