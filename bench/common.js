@@ -1,6 +1,7 @@
 'use strict';
 // Shared pieces of the benchmarks: argument parsing, percentiles, a memory node in its own process.
 const { spawn } = require('node:child_process');
+const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 
@@ -55,6 +56,18 @@ function permutation(n, seed = 0x2545f491) {
   return out;
 }
 
+/** The machine a result was measured on, stored with every results file. */
+function machine() {
+  return {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+  };
+}
+
 /** Runs a benchmark's async main; any failure is printed and the process exits 1. */
 function run(main) {
   main().catch((error) => {
@@ -63,4 +76,4 @@ function run(main) {
   });
 }
 
-module.exports = { ROOT, MiB, args, percentile, median, startNodeProcess, permutation, run };
+module.exports = { ROOT, MiB, args, percentile, median, machine, startNodeProcess, permutation, run };

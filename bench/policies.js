@@ -5,9 +5,8 @@
 // Usage: node bench/policies.js [--trials 3] [--quick] [--out bench/results/policies-<date>.json]
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
-const { ROOT, MiB, args, median, permutation, run, startNodeProcess } = require('./common');
+const { ROOT, MiB, args, machine, median, permutation, run, startNodeProcess } = require('./common');
 
 const POLICIES = ['none', 'readahead', 'stride', 'leap'];
 const PAGE = 4096;
@@ -93,16 +92,6 @@ async function child(opts) {
   }
   await fm.close();
   console.log(JSON.stringify(out));
-}
-
-function machine() {
-  return {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    kernel: os.release(),
-    node: process.version,
-  };
 }
 
 async function main() {

@@ -507,4 +507,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { renderReport, newestResults, spliceSection };
+module.exports = { renderReport, newestResults, spliceSection, fmtNorm };

@@ -5,9 +5,8 @@
 // Usage: node bench/run.js [--trials 3] [--quick] [--no-reference]
 const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
-const { ROOT, args, median, run, startNodeProcess } = require('./common');
+const { ROOT, args, machine, median, run, startNodeProcess } = require('./common');
 
 function runJson(command, argv) {
   const result = spawnSync(command, argv, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
@@ -25,18 +24,6 @@ function buildReference() {
     console.error(`reference C pager not built (${error.message}); running without it`);
     return null;
   }
-}
-
-function machine() {
-  const cpu = os.cpus()[0]?.model ?? 'unknown';
-  return {
-    date: new Date().toISOString(),
-    cpu,
-    cores: os.cpus().length,
-    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-    kernel: os.release(),
-    node: process.version,
-  };
 }
 
 async function main() {

@@ -7,13 +7,13 @@
 //        [--policies none,readahead,stride,leap] [--samples 3] [--no-swap] [--swap-file PATH] [--out FILE]
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { SingleBar, Presets } = require('cli-progress');
-const { ROOT, args, startNodeProcess } = require('./common');
+const { ROOT, args, machine, startNodeProcess } = require('./common');
 const { BUILTIN_POLICIES } = require('../dist/cjs/index.js');
 const { WORKLOADS } = require('./apps/workloads');
 const { RESULT_MARK } = require('./apps/cell');
+const { fmtNorm } = require('./report');
 const kernelSwap = require('./apps/kernel-swap');
 const { loopbackStreamGBps } = require('./apps/tcp-stream');
 
@@ -47,17 +47,6 @@ function options() {
     'spin-us': { type: 'string', default: '200' },
     out: { type: 'string' },
   });
-}
-
-function machine() {
-  return {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-    kernel: os.release(),
-    node: process.version,
-  };
 }
 
 function cellResult(stdout, what) {
@@ -248,9 +237,7 @@ function printTable(results) {
     for (const label of labels) {
       const cells = results.budgets.map((budget) => {
         const r = w.runs.find((x) => x.label === label && x.budget === budget);
-        // Two significant digits below 0.1: a slowdown of 1000x and one of 3000x must not both read 0.000.
-        if (!r?.normalized) return '—';
-        return r.normalized >= 0.1 ? r.normalized.toFixed(2) : r.normalized.toPrecision(2);
+        return fmtNorm(r?.normalized ?? null);
       });
       console.log(`| ${w.name} | ${label} | ${cells.join(' | ')} |`);
     }

@@ -75,17 +75,9 @@ async function main() {
     let swap = null;
     if (opts.system === 'swap') {
       swap = require('./kernel-swap');
-      // Everything but the working set is loaded and built. Squeezed first, the cold part of this
-      // footprint goes to swap now, so the budget is not padded with room the kernel frees by swapping
-      // out Node's own idle pages (farmem pages its region only). Then the limit is the footprint left
-      // plus the budget.
-      const footprint = swap.cgroupUsageBytes();
-      try {
-        swap.limitCgroup(Math.floor(footprint / 2));
-      } catch {
-        // EBUSY: the kernel could not get that low; what it did swap out stays out.
-      }
-      out.cgroup = { footprintBytes: footprint, ...swap.enterLimit() };
+      // Everything but the working set is loaded and built: the limit is what is left of this footprint
+      // once squeezed, plus the budget.
+      out.cgroup = swap.enterLimit();
     }
     const buffer = new ArrayBuffer(bytes);
     workload.init(buffer, ctx);

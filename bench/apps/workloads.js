@@ -8,6 +8,8 @@
 // (never in the measured buffer); `init` fills the buffer once; `run` is the timed part and returns a
 // value so nothing is optimised away; `verify` throws if the data or answer is wrong.
 
+const { permutation } = require('../common');
+
 const PAGE = 4096;
 const MiB = 1 << 20;
 
@@ -18,17 +20,6 @@ function rng(seed) {
     x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
     return x;
   };
-}
-
-function permutation(n, seed) {
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) out[i] = i;
-  const next = rng(seed);
-  for (let i = n - 1; i > 0; i--) {
-    const j = next() % (i + 1);
-    const t = out[i]; out[i] = out[j]; out[j] = t;
-  }
-  return out;
 }
 
 function check(condition, message) {
