@@ -19,9 +19,11 @@ const { loopbackStreamGBps } = require('./apps/tcp-stream');
 
 const CELL = path.join(__dirname, 'apps', 'cell.js');
 const LATENCY_BUDGET = 0.25;
-// The swap cell's cgroup limit is its footprint before the working set (its cold part squeezed out
-// first), plus the budget, plus this much for the heap's growth while it runs. What the heap does not
-// take goes to the working set: it favours swap a little, never farmem.
+// The swap cell's cgroup limit starts at its footprint before the working set (its cold part squeezed
+// out first), plus the budget, plus this much for the heap's growth while it runs. The cell then steers
+// the limit until the kernel keeps the budget's worth of the working set resident (calibrateLimit in
+// apps/kernel-swap.js): left alone, the kernel swaps out Node's own idle pages during the runs and gives
+// the working set up to twice its budget.
 const SWAP_SLACK_BYTES = 4 << 20;
 
 /** A bad option: printed as one line with its code, exit status 2. */
@@ -76,24 +78,31 @@ function runCell(argv, what) {
 }
 
 async function runSwapCell(prepared, argv, budgetBytes, what) {
-  const attempt = (slack) => kernelSwap.runInCgroup(prepared, {
+  const attempt = (slack, calibrate) => kernelSwap.runInCgroup(prepared, {
     argv: [CELL, ...argv],
     budgetBytes,
     limitSlackBytes: slack,
     timeoutMs: 600_000,
+    env: { ...process.env, FARMEM_BENCH_CALIBRATE: calibrate ? '1' : '0' },
   });
   let slack = SWAP_SLACK_BYTES;
-  let r = await attempt(slack);
-  // Under heavy swap-out the memory cgroup's reclaim can give up and OOM-kill. One more try with three
-  // times the slack (more room for swap, recorded with the run), then say so.
+  let calibrate = true;
+  let r = await attempt(slack, calibrate);
+  // Under a tight limit the memory cgroup's reclaim can give up and OOM-kill: every page it holds is on
+  // the active list, most of them in the swap cache. One more try with three times the slack and the
+  // limit left there (swap then keeps more than the budget resident, as the results record), then say so.
   if (r.oomKilled) {
     slack *= 3;
-    r = await attempt(slack);
+    calibrate = false;
+    r = await attempt(slack, calibrate);
   }
   if (r.oomKilled) throw new Error(`${what}: killed twice by the cgroup's OOM killer (its reclaim gave up)`);
   if (r.code !== 0) throw new Error(`${what} failed (${r.code ?? r.signal})`);
   const out = cellResult(r.stdout, what);
-  if (out.cgroup) out.cgroup.slackBytes = slack;
+  if (out.cgroup) {
+    out.cgroup.slackBytes = slack;
+    if (!calibrate) out.cgroup.uncalibratedAfterOomKill = true;
+  }
   return out;
 }
 

@@ -96,6 +96,23 @@ describe('bench workloads on a farmem region at 25% local', () => {
   });
 });
 
+describe('eviction-sim (kv under FIFO and LRU)', () => {
+  it('counts misses as FIFO and LRU would, on a trace where the two differ', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { fifoMisses, lruMisses } = require('../bench/apps/eviction-sim.js') as {
+      fifoMisses(trace: number[], frames: number, pages: number): number;
+      lruMisses(trace: number[], frames: number): number;
+    };
+    const trace = [1, 2, 3, 1, 4, 1, 5];
+    // FIFO with 3 frames: 4 pushes out 1 although 1 was just used, so 1 misses again.
+    expect(fifoMisses(trace, 3, 8)).toBe(6);
+    // LRU keeps 1 and pushes out 2, then 3.
+    expect(lruMisses(trace, 3)).toBe(5);
+    expect(fifoMisses(trace, 8, 8)).toBe(5);
+    expect(lruMisses(trace, 8)).toBe(5);
+  });
+});
+
 describe('FrameTable passed stack', () => {
   it('gives back passed frames newest first, once each, and forgets frames released or retaken', () => {
     const frames = new FrameTable(8);
@@ -151,6 +168,25 @@ describe('farmem bench', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('measures how much of a buffer is resident, which the swap harness steers its cgroup limit by', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { workingSetResidentBytes } = require('../bench/apps/kernel-swap.js') as {
+      workingSetResidentBytes(bytes: number): { sizeBytes: number; residentBytes: number } | null;
+    };
+    const bytes = 40 * MiB + 12 * 1024; // a size no other mapping of this process is likely to have
+    const buffer = new ArrayBuffer(bytes);
+    const view = new Uint8Array(buffer);
+    const before = workingSetResidentBytes(bytes)!;
+    expect(before.sizeBytes).toBeGreaterThanOrEqual(bytes);
+    expect(before.residentBytes).toBeLessThan(MiB); // fresh anonymous memory: nothing touched yet
+    for (let i = 0; i < 10 * MiB; i += 4096) view[i] = 1;
+    const quarter = workingSetResidentBytes(bytes)!;
+    expect(quarter.residentBytes).toBeGreaterThanOrEqual(10 * MiB);
+    expect(quarter.residentBytes).toBeLessThan(11 * MiB);
+    for (let i = 0; i < bytes; i += 4096) view[i] = 1;
+    expect(workingSetResidentBytes(bytes)!.residentBytes).toBeGreaterThanOrEqual(40 * MiB);
   });
 
   for (const [args, pattern] of [

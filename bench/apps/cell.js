@@ -37,6 +37,11 @@ function parseVariant(label) {
   return { label: extra === 'guide' ? `${policy} + guide` : policy, policy, guide: extra === 'guide' };
 }
 
+/** The local budget in bytes: whole pages, at least 16. farmem's localBudget, and swap's resident target. */
+function budgetBytes(share, bytes) {
+  return Math.max(16 * PAGE, Math.floor((share * bytes) / PAGE) * PAGE);
+}
+
 /** benny's samples of `run` (seconds per run; benny calls it once more first, which warms it). */
 async function time(name, run, samples) {
   const summary = await b.suite(name, b.add(name, run, { minSamples: samples, maxTime: 0, initCount: 1 }));
@@ -81,10 +86,33 @@ async function main() {
     }
     const buffer = new ArrayBuffer(bytes);
     workload.init(buffer, ctx);
-    const before = swap?.swapCounters();
+    // The same budget as farmem's: the limit is steered until that much of the working set stays
+    // resident, first in untimed runs, then over the timed ones (the suite turns this off for a retry
+    // after an OOM kill).
+    const steer = swap !== null && process.env.FARMEM_BENCH_CALIBRATE !== '0';
+    const target = budgetBytes(budget, bytes);
+    if (steer) out.cgroup.calibration = swap.calibrateLimit(bytes, target, () => workload.run(buffer, ctx));
     let result;
-    const measured = await time(`${workload.name} ${opts.system}`, () => (result = workload.run(buffer, ctx)), samples);
-    const after = swap?.swapCounters();
+    let measured;
+    let before;
+    let after;
+    for (let attempt = 1; ; attempt++) {
+      const start = steer ? swap.workingSetResidentBytes(bytes) : null;
+      before = swap?.swapCounters();
+      measured = await time(`${workload.name} ${opts.system}`, () => (result = workload.run(buffer, ctx)), samples);
+      after = swap?.swapCounters();
+      if (!steer || !start) break;
+      // Node's own heap grows while benny samples and takes from the working set: what counts is the
+      // resident share over the timed runs, so take the mean of before and after, and time again
+      // (at most twice more) with the limit moved if that is off target.
+      const end = swap.workingSetResidentBytes(bytes);
+      const mean = (start.residentBytes + end.residentBytes) / 2;
+      (out.cgroup.timed ??= []).push({ limitBytes: swap.moveLimit(0), startResidentBytes: start.residentBytes, endResidentBytes: end.residentBytes });
+      if (swap.onTarget(mean, target, bytes) || attempt === 3) break;
+      swap.moveLimit(target - mean);
+    }
+    // How much of the working set the kernel kept resident, right after the timed runs.
+    if (swap) out.cgroup.workingSet = swap.workingSetResidentBytes(bytes);
     workload.verify(buffer, ctx, result);
     out.runs.push({
       system: opts.system,
@@ -100,7 +128,7 @@ async function main() {
     // budget covers the data would configure it.
     const fm = await FarMemory.open({
       nodes: [opts.node],
-      localBudget: Math.max(16 * PAGE, Math.floor((budget * bytes) / PAGE) * PAGE),
+      localBudget: budgetBytes(budget, bytes),
       ...(budget === 1 ? { evictHighWater: 1 } : {}),
       spinMicros: Number(opts.spin),
     });
@@ -133,6 +161,7 @@ async function main() {
             bytesFetched: after.bytesFetched - before.bytesFetched,
             policyErrors: after.policyErrors - before.policyErrors,
           },
+          residentBytes: after.residentBytes, // of the region, right after the timed runs
         });
       }
       if (Number(opts.latency) > 0) {

@@ -461,7 +461,110 @@ function enterLimit() {
   const baselineBytes = cgroupUsageBytes();
   const limitBytes = baselineBytes + extra;
   limitCgroup(limitBytes);
+  childLimitBytes = limitBytes;
   return { footprintBytes, baselineBytes, limitBytes };
 }
 
-module.exports = { prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit };
+let childLimitBytes = null; // the limit this child last set (enterLimit, moveLimit)
+
+/** How far from the budget the working set's resident bytes may be and count as on target. */
+function residentTolerance(budgetBytes) {
+  return Math.max(Math.round(budgetBytes * 0.05), 512 << 10);
+}
+
+/** On target: within the tolerance of the budget, or the whole working set where the budget covers it. */
+function onTarget(residentBytes, budgetBytes, bytes) {
+  const tolerance = residentTolerance(budgetBytes);
+  return Math.abs(residentBytes - budgetBytes) <= tolerance || (residentBytes < budgetBytes && residentBytes >= bytes - tolerance);
+}
+
+/**
+ * Moves this child's limit by `deltaBytes`. Lowering below usage makes the kernel reclaim at once; v1
+ * answers EBUSY where it cannot, so the step is halved and tried again. Returns the limit now set.
+ */
+function moveLimit(deltaBytes) {
+  if (childLimitBytes == null) throw new Error('moveLimit: call enterLimit() first');
+  let step = Math.round(deltaBytes);
+  for (let tries = 0; tries < 4 && step !== 0; tries++) {
+    try {
+      limitCgroup(childLimitBytes + step);
+      childLimitBytes += step;
+      break;
+    } catch (error) {
+      if (error.code !== 'EBUSY') throw error;
+      step = Math.round(step / 2);
+    }
+  }
+  return childLimitBytes;
+}
+
+/**
+ * Moves the cgroup's limit until the kernel keeps `budgetBytes` of the working set resident, as farmem's
+ * budget caps its region. A fixed limit does not: during the runs the kernel swaps out Node's own idle
+ * pages and gives that room to the working set (a 64 MiB KV table at a 16 MiB budget kept 31 MiB
+ * resident). Calls `runOnce` (untimed) up to `rounds` times, measuring after each and moving the limit by
+ * the excess. Returns { targetBytes, toleranceBytes, converged, rounds: [{ limitBytes, residentBytes }] }.
+ */
+function calibrateLimit(bytes, budgetBytes, runOnce, { rounds = 8 } = {}) {
+  if (childLimitBytes == null) throw new Error('calibrateLimit: call enterLimit() first');
+  const history = [];
+  let converged = false;
+  for (let round = 0; round < rounds; round++) {
+    runOnce();
+    const ws = workingSetResidentBytes(bytes);
+    if (!ws) break; // the mapping was not found: nothing to steer by
+    history.push({ limitBytes: childLimitBytes, residentBytes: ws.residentBytes });
+    if (onTarget(ws.residentBytes, budgetBytes, bytes)) {
+      converged = true;
+      break;
+    }
+    moveLimit(budgetBytes - ws.residentBytes);
+  }
+  return { targetBytes: budgetBytes, toleranceBytes: residentTolerance(budgetBytes), converged, rounds: history };
+}
+
+const pagemapBuffers = new Map(); // bytes read -> Buffer, reused so that measuring allocates nothing new
+
+/**
+ * Resident bytes of the anonymous mapping that holds a buffer of `bytes` bytes: the smallest anonymous
+ * mapping in /proc/self/maps at least that large (a large ArrayBuffer gets an mmap of its own), its
+ * pages counted in /proc/self/pagemap (bit 63 present, bit 62 swapped). Reading pagemap into a reused
+ * buffer keeps the measurement from allocating much under a tight limit, as parsing smaps would.
+ * Returns { sizeBytes, residentBytes, swappedBytes }, or null if no such mapping is found.
+ */
+function workingSetResidentBytes(bytes) {
+  const maps = readText('/proc/self/maps') || '';
+  let best = null;
+  for (const line of maps.split('\n')) {
+    // start-end perms offset dev inode [path]: anonymous means inode 0 and no path.
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ 0\s*$/.exec(line);
+    if (!m) continue;
+    const start = parseInt(m[1], 16);
+    const sizeBytes = parseInt(m[2], 16) - start;
+    if (sizeBytes < bytes || sizeBytes > bytes + (2 << 20)) continue;
+    if (best && best.sizeBytes <= sizeBytes) continue;
+    best = { start, sizeBytes };
+  }
+  if (!best) return null;
+  const pages = best.sizeBytes / 4096;
+  let buf = pagemapBuffers.get(pages * 8);
+  if (!buf) {
+    buf = Buffer.alloc(pages * 8);
+    pagemapBuffers.set(pages * 8, buf);
+  }
+  const fd = fs.openSync('/proc/self/pagemap', 'r');
+  try {
+    fs.readSync(fd, buf, 0, buf.length, (best.start / 4096) * 8);
+  } finally {
+    fs.closeSync(fd);
+  }
+  let present = 0;
+  let swapped = 0;
+  for (let i = 7; i < buf.length; i += 8) {
+    if (buf[i] & 0x80) present++;
+    else if (buf[i] & 0x40) swapped++;
+  }
+  return { sizeBytes: best.sizeBytes, residentBytes: present * 4096, swappedBytes: swapped * 4096 };
+}
+
+module.exports = { prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit, onTarget, workingSetResidentBytes };
