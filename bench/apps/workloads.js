@@ -404,4 +404,4 @@ const tree = {
 
 const WORKLOADS = [scan, random, sort, analytics, kv, list, tree];
 
-module.exports = { WORKLOADS, PAGE, TREE_FANOUT, rng, permutation, quicksort, zipfianRequests };
+module.exports = { WORKLOADS, PAGE, TREE_FANOUT, SLOT_BYTES, rng, permutation, quicksort, zipfianRequests, hashKey };
