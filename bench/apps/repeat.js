@@ -1,0 +1,67 @@
+'use strict';
+// Runs one workload over and over on a farmem region, for a profiler to watch (perf record -a, perf top):
+// starts a memory node process, fills the region, runs the workload `--runs` times and prints the median
+// run against all-local and the pager's counters per run.
+// Usage: node bench/apps/repeat.js [--workload columns] [--budget 0.25] [--policy readahead] [--runs 40]
+//        [--spin-us 200] [--options '{"maxPrefetchFraction":0.5}'] (more FarMemory.open options)
+const { parseArgs } = require('node:util');
+const { startNodeProcess, median } = require('../common');
+const { WORKLOADS } = require('./workloads');
+const { FarMemory } = require('../../dist/cjs/index.js');
+
+async function main() {
+  const { values: opts } = parseArgs({
+    options: {
+      workload: { type: 'string', default: 'columns' },
+      budget: { type: 'string', default: '0.25' },
+      policy: { type: 'string', default: 'readahead' },
+      runs: { type: 'string', default: '40' },
+      'spin-us': { type: 'string', default: '200' },
+      options: { type: 'string', default: '{}' },
+    },
+  });
+  const workload = WORKLOADS.find((w) => w.name === opts.workload);
+  if (!workload) throw new Error(`no workload '${opts.workload}' (${WORKLOADS.map((w) => w.name).join(', ')})`);
+  const runs = Number(opts.runs);
+  const spin = Number(opts['spin-us']);
+  const bytes = workload.bytes(false);
+  const ctx = workload.prepare(bytes, false);
+  const timeRuns = (buffer, n) => {
+    const seconds = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint();
+      workload.run(buffer, ctx);
+      seconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    return median(seconds);
+  };
+
+  const local = new ArrayBuffer(bytes);
+  workload.init(local, ctx);
+  workload.run(local, ctx);
+  const localSeconds = timeRuns(local, 5);
+
+  const node = await startNodeProcess('4GiB', ['--spin-us', String(spin)]);
+  const fm = await FarMemory.open({ nodes: [node.address], localBudget: Math.floor((Number(opts.budget) * bytes) / 4096) * 4096, spinMicros: spin, ...JSON.parse(opts.options) });
+  const region = await fm.allocate(bytes, { prefetch: opts.policy });
+  try {
+    workload.init(region.buffer, ctx);
+    workload.run(region.buffer, ctx);
+    const before = region.stats();
+    console.log(`pid ${process.pid}: ${runs} runs of ${workload.name} at ${Number(opts.budget) * 100}% local, policy ${opts.policy}`);
+    const seconds = timeRuns(region.buffer, runs);
+    const after = region.stats();
+    const per = (name) => Math.round((after[name] - before[name]) / runs);
+    console.log(`median ${seconds.toFixed(4)} s a run; all-local ${localSeconds.toFixed(4)} s; ${(localSeconds / seconds).toFixed(3)} of all-local`);
+    console.log(`per run: ${per('faults')} faults, ${per('remoteFetches')} demand fetches, ${per('prefetched')} prefetched, ${per('evictions')} evictions`);
+  } finally {
+    await region.free();
+    await fm.close();
+    await node.stop();
+  }
+}
+
+main().catch((error) => {
+  console.error(error?.stack ?? error);
+  process.exit(1);
+});
