@@ -394,6 +394,55 @@ function barSection(data, budgets) {
   return out;
 }
 
+/**
+ * How much of the working set each system kept resident over its timed runs, as a share of the working
+ * set: swap's limit is steered towards the budget (apps/kernel-swap.js, apps/cell.js), farmem's pager
+ * stays between its water marks under it. Results from before either was recorded have no rows.
+ */
+function residencySection(data, budgets) {
+  const rows = [];
+  for (const w of data.workloads) {
+    for (const budget of budgets) {
+      const swap = (w.runs || []).find((r) => r.system === 'swap' && r.budget === budget);
+      const ws = swap?.cgroup?.workingSet;
+      const farmem = (w.runs || []).filter((r) => r.system === 'farmem' && r.budget === budget && isNum(r.residentBytes));
+      if (!ws && !farmem.length) continue;
+      const share = (bytes) => `${((100 * bytes) / w.workingSetBytes).toFixed(0)}%`;
+      const calibration = swap?.cgroup?.calibration;
+      let swapText = '—';
+      if (ws) {
+        const timed = swap.cgroup.timed;
+        const mean = timed?.length ? (timed.at(-1).startResidentBytes + timed.at(-1).endResidentBytes) / 2 : null;
+        swapText = mean === null ? share(ws.residentBytes) : `${share(mean)} (${share(timed.at(-1).startResidentBytes)} → ${share(timed.at(-1).endResidentBytes)})`;
+        const target = budget * w.workingSetBytes;
+        const offTarget = mean !== null && Math.abs(mean - target) > Math.max(0.05 * target, 512 * 1024);
+        if (swap.cgroup.uncalibratedAfterOomKill) swapText += ', limit not steered (retry after an OOM kill)';
+        else if (offTarget) swapText += `, off target after ${timed.length} timed tries`;
+        else if (calibration && !calibration.converged) swapText += ', not converged';
+      }
+      const values = farmem.map((r) => r.residentBytes);
+      const low = values.length ? share(Math.min(...values)) : null;
+      const high = values.length ? share(Math.max(...values)) : null;
+      const farmemText = low === null ? '—' : low === high ? low : `${low}–${high}`;
+      rows.push(`| ${cell(w.title || w.name)} | ${pct(budget)} | ${swapText} | ${farmemText} |`);
+    }
+  }
+  if (!rows.length) return [];
+  return [
+    '### Resident share of the working set',
+    '',
+    'Kernel swap: the mean of the resident share before and after the timed runs (before → after), read from ' +
+      '/proc/self/pagemap. Its cgroup limit is steered, in untimed runs and then over the timed ones, until that mean is ' +
+      'within 5% (at least 512 KiB) of the budget. farmem: right after the timed runs, for each policy; the pager keeps ' +
+      'between 85% and 95% of its budget (all of it at 100%, where the cell sets evictHighWater 1).',
+    '',
+    '| workload | budget | kernel swap | farmem (all policies) |',
+    '|---|---|---|---|',
+    ...rows,
+    '',
+  ];
+}
+
 function faultSection(data) {
   const entries = (data.faultLatency || []).filter((e) => (e.samplesUs || []).length);
   if (!entries.length) return [];
@@ -430,6 +479,7 @@ function markdownSection(data, { resultsRel, imgRel, hasCdf }) {
   out.push(`![Speed relative to all-local, per workload and local memory share](${imgRel}/${NORMALIZED_SVG})`, '');
   for (const w of data.workloads) out.push(...workloadSection(data, w, budgets, labels));
   out.push(...barSection(data, budgets));
+  out.push(...residencySection(data, budgets));
   out.push(...faultSection(data));
   if (hasCdf) out.push(`![Demand-fault latency CDF](${imgRel}/${CDF_SVG})`, '');
   return out.join('\n');
