@@ -102,12 +102,12 @@ async function main() {
       measured = await time(`${workload.name} ${opts.system}`, () => (result = workload.run(buffer, ctx)), samples);
       after = swap?.swapCounters();
       if (!steer || !start) break;
-      // Node's own heap grows while benny samples and takes from the working set: what counts is the
-      // resident share over the timed runs, so take the mean of before and after, and time again
-      // (at most twice more) with the limit moved if that is off target.
+      // The share moves while benny samples (Node's own heap grows and shrinks beside the working set):
+      // what counts is the share over the timed runs, so take the mean of before and after, and time
+      // again (at most twice more) with the limit moved if that is off target.
       const end = swap.workingSetResidentBytes(bytes);
       const mean = (start.residentBytes + end.residentBytes) / 2;
-      (out.cgroup.timed ??= []).push({ limitBytes: swap.moveLimit(0), startResidentBytes: start.residentBytes, endResidentBytes: end.residentBytes });
+      (out.cgroup.timed ??= []).push({ limitBytes: swap.currentLimitBytes(), startResidentBytes: start.residentBytes, endResidentBytes: end.residentBytes });
       if (swap.onTarget(mean, target, bytes) || attempt === 3) break;
       swap.moveLimit(target - mean);
     }

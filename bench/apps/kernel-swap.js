@@ -4,8 +4,10 @@
 //
 // Parent side: prepareKernelSwap() adds a swap file and finds the memory cgroup hierarchy;
 // runInCgroup() runs one benchmark child in a fresh cgroup of its own.
-// Child side: enterLimit() sets the limit once the child has loaded and built its inputs, so the limit is
-// Node's own (squeezed) footprint plus the budget; cgroupUsageBytes() and swapCounters() report on the run.
+// Child side: enterLimit() sets the limit once the child has loaded and built its inputs, so the limit
+// starts at Node's own (squeezed) footprint plus the budget; calibrateLimit() and moveLimit() then steer
+// it until workingSetResidentBytes() says the working set keeps the budget resident; cgroupUsageBytes()
+// and swapCounters() report on the run.
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -467,6 +469,11 @@ function enterLimit() {
 
 let childLimitBytes = null; // the limit this child last set (enterLimit, moveLimit)
 
+/** The limit this child last set, in bytes. */
+function currentLimitBytes() {
+  return childLimitBytes;
+}
+
 /** How far from the budget the working set's resident bytes may be and count as on target. */
 function residentTolerance(budgetBytes) {
   return Math.max(Math.round(budgetBytes * 0.05), 512 << 10);
@@ -567,4 +574,4 @@ function workingSetResidentBytes(bytes) {
   return { sizeBytes: best.sizeBytes, residentBytes: present * 4096, swappedBytes: swapped * 4096 };
 }
 
-module.exports = { prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit, onTarget, workingSetResidentBytes };
+module.exports = { prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit, currentLimitBytes, onTarget, workingSetResidentBytes };
