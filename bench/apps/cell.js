@@ -91,7 +91,9 @@ async function main() {
     // after an OOM kill).
     const steer = swap !== null && process.env.FARMEM_BENCH_CALIBRATE !== '0';
     const target = budgetBytes(budget, bytes);
-    if (steer) out.cgroup.calibration = swap.calibrateLimit(bytes, target, () => workload.run(buffer, ctx));
+    // A --quick smoke run steers less: it must end within two minutes.
+    const timedAttempts = opts.quick ? 1 : 3;
+    if (steer) out.cgroup.calibration = swap.calibrateLimit(bytes, target, () => workload.run(buffer, ctx), { rounds: opts.quick ? 4 : 8 });
     let result;
     let measured;
     let before;
@@ -104,11 +106,11 @@ async function main() {
       if (!steer || !start) break;
       // The share moves while benny samples (Node's own heap grows and shrinks beside the working set):
       // what counts is the share over the timed runs, so take the mean of before and after, and time
-      // again (at most twice more) with the limit moved if that is off target.
+      // again (at most twice more; not in --quick) with the limit moved if that is off target.
       const end = swap.workingSetResidentBytes(bytes);
       const mean = (start.residentBytes + end.residentBytes) / 2;
       (out.cgroup.timed ??= []).push({ limitBytes: swap.currentLimitBytes(), startResidentBytes: start.residentBytes, endResidentBytes: end.residentBytes });
-      if (swap.onTarget(mean, target, bytes) || attempt === 3) break;
+      if (swap.onTarget(mean, target, bytes) || attempt === timedAttempts) break;
       swap.moveLimit(target - mean);
     }
     // How much of the working set the kernel kept resident, right after the timed runs.
