@@ -6,6 +6,8 @@
 //   node bench/report.js [--results FILE] [--img docs/img] [--doc docs/benchmark.md]
 const fs = require('node:fs');
 const path = require('node:path');
+const { budgetBytes } = require('./apps/workloads');
+const { onTarget } = require('./apps/kernel-swap');
 
 const ROOT = path.join(__dirname, '..');
 const RESULTS_DIR = path.join(ROOT, 'bench', 'results');
@@ -414,8 +416,7 @@ function residencySection(data, budgets) {
         const timed = swap.cgroup.timed;
         const mean = timed?.length ? (timed.at(-1).startResidentBytes + timed.at(-1).endResidentBytes) / 2 : null;
         swapText = mean === null ? share(ws.residentBytes) : `${share(mean)} (${share(timed.at(-1).startResidentBytes)} → ${share(timed.at(-1).endResidentBytes)})`;
-        const target = budget * w.workingSetBytes;
-        const offTarget = mean !== null && Math.abs(mean - target) > Math.max(0.05 * target, 512 * 1024);
+        const offTarget = mean !== null && !onTarget(mean, budgetBytes(budget, w.workingSetBytes), w.workingSetBytes);
         if (swap.cgroup.uncalibratedAfterOomKill) swapText += ', limit not steered (retry after an OOM kill)';
         else if (offTarget) swapText += `, off target after ${timed.length} timed tries`;
         else if (calibration && !calibration.converged) swapText += ', not converged';

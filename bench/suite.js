@@ -11,7 +11,7 @@ const path = require('node:path');
 const { SingleBar, Presets } = require('cli-progress');
 const { ROOT, args, machine, startNodeProcess } = require('./common');
 const { BUILTIN_POLICIES } = require('../dist/cjs/index.js');
-const { WORKLOADS } = require('./apps/workloads');
+const { WORKLOADS, budgetBytes } = require('./apps/workloads');
 const { RESULT_MARK } = require('./apps/cell');
 const { fmtNorm } = require('./report');
 const kernelSwap = require('./apps/kernel-swap');
@@ -193,7 +193,7 @@ async function main() {
       let out;
       try {
         out = cell.system === 'swap'
-          ? await runSwapCell(prepared, argv, Math.floor(cell.budget * cell.w.bytes(quick)), what)
+          ? await runSwapCell(prepared, argv, budgetBytes(cell.budget, cell.w.bytes(quick)), what)
           : await runCell(argv, what);
       } catch (error) {
         // A failed cell is recorded and the suite goes on; the report shows it as missing.

@@ -7,7 +7,7 @@
 //        [--variants none,readahead,none+guide] [--node HOST:PORT] [--samples 3] [--quick] [--latency N]
 const b = require('benny');
 const { parseArgs } = require('node:util');
-const { WORKLOADS, PAGE, permutation } = require('./workloads');
+const { WORKLOADS, PAGE, permutation, budgetBytes } = require('./workloads');
 
 const RESULT_MARK = 'FARMEM_CELL ';
 // Accesses faster than this hit a resident page; slower ones waited for a fault to be served.
@@ -35,11 +35,6 @@ function options() {
 function parseVariant(label) {
   const [policy, extra] = label.split('+');
   return { label: extra === 'guide' ? `${policy} + guide` : policy, policy, guide: extra === 'guide' };
-}
-
-/** The local budget in bytes: whole pages, at least 16. farmem's localBudget, and swap's resident target. */
-function budgetBytes(share, bytes) {
-  return Math.max(16 * PAGE, Math.floor((share * bytes) / PAGE) * PAGE);
 }
 
 /** benny's samples of `run` (seconds per run; benny calls it once more first, which warms it). */

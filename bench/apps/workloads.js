@@ -22,6 +22,14 @@ function rng(seed) {
   };
 }
 
+/**
+ * A local budget of `share` of a `bytes`-byte working set, in bytes: whole pages, at least 16. farmem's
+ * localBudget, the swap cell's resident target and the share the report checks against.
+ */
+function budgetBytes(share, bytes) {
+  return Math.max(16 * PAGE, Math.floor((share * bytes) / PAGE) * PAGE);
+}
+
 function check(condition, message) {
   if (!condition) throw new Error(`workload check failed: ${message}`);
 }
@@ -404,4 +412,4 @@ const tree = {
 
 const WORKLOADS = [scan, random, sort, analytics, kv, list, tree];
 
-module.exports = { WORKLOADS, PAGE, TREE_FANOUT, SLOT_BYTES, rng, permutation, quicksort, zipfianRequests, hashKey };
+module.exports = { WORKLOADS, PAGE, TREE_FANOUT, SLOT_BYTES, budgetBytes, rng, permutation, quicksort, zipfianRequests, hashKey };
