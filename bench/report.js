@@ -412,6 +412,7 @@ function residencySection(data, budgets) {
       const share = (bytes) => `${((100 * bytes) / w.workingSetBytes).toFixed(0)}%`;
       const calibration = swap?.cgroup?.calibration;
       let swapText = '—';
+      if (swap?.cgroup && !ws) swapText = 'not measured (working set not found), limit not steered';
       if (ws) {
         const timed = swap.cgroup.timed;
         const mean = timed?.length ? (timed.at(-1).startResidentBytes + timed.at(-1).endResidentBytes) / 2 : null;
@@ -429,11 +430,19 @@ function residencySection(data, budgets) {
     }
   }
   if (!rows.length) return [];
+  // Results from before limitFile was recorded wrote memory.max on v2.
+  const files = new Set();
+  for (const w of data.workloads) {
+    for (const r of w.runs || []) {
+      if (r.system === 'swap' && r.cgroup) files.add(r.cgroup.limitFile || (data.swap?.cgroup === 'v2' ? 'memory.max' : 'memory.limit_in_bytes'));
+    }
+  }
+  const knob = files.size ? ` (${[...files].map((f) => `\`${f}\``).join(', ')})` : '';
   return [
     '### Resident share of the working set',
     '',
     'Kernel swap: the mean of the resident share before and after the timed runs (before → after), read from ' +
-      '/proc/self/pagemap. Its cgroup limit is steered, in untimed runs and then over the timed ones, until that mean is ' +
+      `/proc/self/pagemap. Its cgroup limit${knob} is steered, in untimed runs and then over the timed ones, until that mean is ` +
       'within 5% (at least 512 KiB) of the budget. farmem: right after the timed runs, for each policy; the pager keeps ' +
       'between 85% and 95% of its budget (all of it at 100%, where the cell sets evictHighWater 1).',
     '',

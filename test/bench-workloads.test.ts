@@ -189,6 +189,27 @@ describe('farmem bench', () => {
     expect(workingSetResidentBytes(bytes)!.residentBytes).toBeGreaterThanOrEqual(40 * MiB);
   });
 
+  it('finds where a working set went as it is allocated, and measures that range', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { allocateWorkingSet, workingSetResidentBytes } = require('../bench/apps/kernel-swap.js') as {
+      allocateWorkingSet(bytes: number): { buffer: ArrayBuffer; range: { start: number; sizeBytes: number } | null };
+      workingSetResidentBytes(bytes: number, range?: { start: number; sizeBytes: number } | null): { residentBytes: number } | null;
+    };
+    const bytes = 36 * MiB + 20 * 1024; // over glibc's largest mmap threshold (32 MiB): always an mmap of its own
+    const { buffer, range } = allocateWorkingSet(bytes);
+    expect(buffer.byteLength).toBe(bytes);
+    expect(range).not.toBeNull();
+    expect(range!.sizeBytes).toBeGreaterThanOrEqual(bytes);
+    expect(range!.sizeBytes).toBeLessThanOrEqual(bytes + 2 * MiB);
+    expect(range!.start % 4096).toBe(0);
+    const view = new Uint8Array(buffer);
+    expect(workingSetResidentBytes(bytes, range)!.residentBytes).toBeLessThan(MiB);
+    for (let i = 0; i < 6 * MiB; i += 4096) view[i] = 1;
+    const touched = workingSetResidentBytes(bytes, range)!.residentBytes;
+    expect(touched).toBeGreaterThanOrEqual(6 * MiB);
+    expect(touched).toBeLessThan(7 * MiB);
+  });
+
   for (const [args, pattern] of [
     [['--budgets', '2'], /--budgets: 2 is not a share in \(0, 1\]/],
     [['--workloads', 'fibonacci'], /no workload 'fibonacci' \(scan, random, quicksort, columns, kv, list, tree\)/],

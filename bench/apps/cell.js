@@ -79,7 +79,10 @@ async function main() {
       // once squeezed, plus the budget.
       out.cgroup = swap.enterLimit();
     }
-    const buffer = new ArrayBuffer(bytes);
+    // Under swap, where its memory went is found as it is allocated: the limit is steered by how much of
+    // it stays resident.
+    const { buffer, range } = swap ? swap.allocateWorkingSet(bytes) : { buffer: new ArrayBuffer(bytes), range: null };
+    if (swap) out.cgroup.workingSetLocated = range ? 'at allocation' : 'by mapping size';
     workload.init(buffer, ctx);
     // The same budget as farmem's: the limit is steered until that much of the working set stays
     // resident, first in untimed runs, then over the timed ones (the suite turns this off for a retry
@@ -88,13 +91,13 @@ async function main() {
     const target = budgetBytes(budget, bytes);
     // A --quick smoke run steers less: it must end within two minutes.
     const timedAttempts = opts.quick ? 1 : 3;
-    if (steer) out.cgroup.calibration = swap.calibrateLimit(bytes, target, () => workload.run(buffer, ctx), { rounds: opts.quick ? 4 : 8 });
+    if (steer) out.cgroup.calibration = swap.calibrateLimit(bytes, target, () => workload.run(buffer, ctx), { rounds: opts.quick ? 4 : 8, range });
     let result;
     let measured;
     let before;
     let after;
     for (let attempt = 1; ; attempt++) {
-      const start = steer ? swap.workingSetResidentBytes(bytes) : null;
+      const start = steer ? swap.workingSetResidentBytes(bytes, range) : null;
       before = swap?.swapCounters();
       measured = await time(`${workload.name} ${opts.system}`, () => (result = workload.run(buffer, ctx)), samples);
       after = swap?.swapCounters();
@@ -102,14 +105,14 @@ async function main() {
       // The share moves while benny samples (Node's own heap grows and shrinks beside the working set):
       // what counts is the share over the timed runs, so take the mean of before and after, and time
       // again (at most twice more; not in --quick) with the limit moved if that is off target.
-      const end = swap.workingSetResidentBytes(bytes);
+      const end = swap.workingSetResidentBytes(bytes, range);
       const mean = (start.residentBytes + end.residentBytes) / 2;
       (out.cgroup.timed ??= []).push({ limitBytes: swap.currentLimitBytes(), startResidentBytes: start.residentBytes, endResidentBytes: end.residentBytes });
       if (swap.onTarget(mean, target, bytes) || attempt === timedAttempts) break;
       swap.moveLimit(target - mean);
     }
     // How much of the working set the kernel kept resident, right after the timed runs.
-    if (swap) out.cgroup.workingSet = swap.workingSetResidentBytes(bytes);
+    if (swap) out.cgroup.workingSet = swap.workingSetResidentBytes(bytes, range);
     workload.verify(buffer, ctx, result);
     out.runs.push({
       system: opts.system,

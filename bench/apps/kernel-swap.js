@@ -411,6 +411,11 @@ function cgroupUsageBytes() {
   return Number(fs.readFileSync(path.join(cg.dir, cg.version === 'v2' ? 'memory.current' : 'memory.usage_in_bytes'), 'utf8'));
 }
 
+/** The control file limitCgroup writes: v2's memory.high, v1's memory.limit_in_bytes. */
+function limitFile(version) {
+  return version === 'v2' ? 'memory.high' : 'memory.limit_in_bytes';
+}
+
 /** Limits this child's cgroup's resident memory to `bytes`, leaving swap unlimited. */
 function limitCgroup(bytes) {
   const cg = childCgroup();
@@ -422,7 +427,11 @@ function limitCgroup(bytes) {
     } catch (error) {
       if (error.code !== 'ENOENT') throw error; // no swap accounting: swap is not limited anyway
     }
-    fs.writeFileSync(path.join(cg.dir, 'memory.max'), value);
+    // memory.high, with memory.max left at "max": above it the kernel reclaims and throttles the task
+    // that allocates, and never OOM-kills. A memory.max the kernel cannot reclaim down to in time
+    // OOM-kills instead; on a 6.18 host that took columns, kv and quicksort cells, and their retries
+    // then ran with several times farmem's memory.
+    fs.writeFileSync(path.join(cg.dir, limitFile('v2')), value);
   } else {
     // v1: memory.memsw.limit_in_bytes (RAM + swap) stays at its default, unlimited, so only RAM is capped.
     fs.writeFileSync(path.join(cg.dir, 'memory.limit_in_bytes'), value);
@@ -445,8 +454,8 @@ function swapCounters() {
 /**
  * Squeezes the child's footprint (half of it, for a moment), then sets the limit to what it uses after
  * that plus FARMEM_BENCH_LIMIT_BYTES. Call it once everything is loaded and the inputs are built, just
- * before allocating the working set. Returns { footprintBytes, baselineBytes, limitBytes }, or null
- * outside runInCgroup.
+ * before allocating the working set. Returns { footprintBytes, baselineBytes, limitBytes, limitFile }
+ * (the control file written), or null outside runInCgroup.
  */
 function enterLimit() {
   if (!childCgroup()) return null;
@@ -464,7 +473,7 @@ function enterLimit() {
   const limitBytes = baselineBytes + extra;
   limitCgroup(limitBytes);
   childLimitBytes = limitBytes;
-  return { footprintBytes, baselineBytes, limitBytes };
+  return { footprintBytes, baselineBytes, limitBytes, limitFile: limitFile(childCgroup().version) };
 }
 
 let childLimitBytes = null; // the limit this child last set (enterLimit, moveLimit)
@@ -487,7 +496,8 @@ function onTarget(residentBytes, budgetBytes, bytes) {
 
 /**
  * Moves this child's limit by `deltaBytes`. Lowering below usage makes the kernel reclaim at once; v1
- * answers EBUSY where it cannot, so the step is halved and tried again. Returns the limit now set.
+ * answers EBUSY where it cannot, so the step is halved and tried again (v2's memory.high never refuses).
+ * Returns the limit now set.
  */
 function moveLimit(deltaBytes) {
   if (childLimitBytes == null) throw new Error('moveLimit: call enterLimit() first');
@@ -509,16 +519,17 @@ function moveLimit(deltaBytes) {
  * Moves the cgroup's limit until the kernel keeps `budgetBytes` of the working set resident, as farmem's
  * budget caps its region. A fixed limit does not: during the runs the kernel swaps out Node's own idle
  * pages and gives that room to the working set (a 64 MiB KV table at a 16 MiB budget kept 31 MiB
- * resident). Calls `runOnce` (untimed) up to `rounds` times, measuring after each and moving the limit by
- * the excess. Returns { targetBytes, toleranceBytes, converged, rounds: [{ limitBytes, residentBytes }] }.
+ * resident). Calls `runOnce` (untimed) up to `rounds` times, measuring after each (over `range`, from
+ * allocateWorkingSet) and moving the limit by the excess.
+ * Returns { targetBytes, toleranceBytes, converged, rounds: [{ limitBytes, residentBytes }] }.
  */
-function calibrateLimit(bytes, budgetBytes, runOnce, { rounds = 8 } = {}) {
+function calibrateLimit(bytes, budgetBytes, runOnce, { rounds = 8, range = null } = {}) {
   if (childLimitBytes == null) throw new Error('calibrateLimit: call enterLimit() first');
   const history = [];
   let converged = false;
   for (let round = 0; round < rounds; round++) {
     runOnce();
-    const ws = workingSetResidentBytes(bytes);
+    const ws = workingSetResidentBytes(bytes, range);
     if (!ws) break; // the mapping was not found: nothing to steer by
     history.push({ limitBytes: childLimitBytes, residentBytes: ws.residentBytes });
     if (onTarget(ws.residentBytes, budgetBytes, bytes)) {
@@ -532,25 +543,58 @@ function calibrateLimit(bytes, budgetBytes, runOnce, { rounds = 8 } = {}) {
 
 const pagemapBuffers = new Map(); // bytes read -> Buffer, reused so that measuring allocates nothing new
 
-/**
- * Resident bytes of the anonymous mapping that holds a buffer of `bytes` bytes: the smallest anonymous
- * mapping in /proc/self/maps at least that large (a large ArrayBuffer gets an mmap of its own), its
- * pages counted in /proc/self/pagemap (bit 63 present, bit 62 swapped). Reading pagemap into a reused
- * buffer keeps the measurement from allocating much under a tight limit, as parsing smaps would.
- * Returns { sizeBytes, residentBytes, swappedBytes }, or null if no such mapping is found.
- */
-function workingSetResidentBytes(bytes) {
-  const maps = readText('/proc/self/maps') || '';
-  let best = null;
-  for (const line of maps.split('\n')) {
-    // start-end perms offset dev inode [path]: anonymous means inode 0 and no path.
+/** [start, end) of every anonymous mapping in /proc/self/maps (inode 0, no path). */
+function anonymousMappings() {
+  const out = [];
+  for (const line of (readText('/proc/self/maps') || '').split('\n')) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ 0\s*$/.exec(line);
-    if (!m) continue;
-    const start = parseInt(m[1], 16);
-    const sizeBytes = parseInt(m[2], 16) - start;
-    if (sizeBytes < bytes || sizeBytes > bytes + (2 << 20)) continue;
-    if (best && best.sizeBytes <= sizeBytes) continue;
-    best = { start, sizeBytes };
+    if (m) out.push([parseInt(m[1], 16), parseInt(m[2], 16)]);
+  }
+  return out;
+}
+
+/** Whether an anonymous range of `sizeBytes` can hold a buffer of `bytes` (malloc adds a header page). */
+function fitsWorkingSet(sizeBytes, bytes) {
+  return sizeBytes >= bytes && sizeBytes <= bytes + (2 << 20);
+}
+
+/**
+ * Allocates the working set as a plain ArrayBuffer and finds where its memory went: the anonymous
+ * memory that appeared with it, which is a mapping of its own or the part by which a neighbouring
+ * mapping grew when the kernel merged the two. Returns { buffer, range: { start, sizeBytes } | null }.
+ */
+function allocateWorkingSet(bytes) {
+  const before = anonymousMappings();
+  const buffer = new ArrayBuffer(bytes);
+  const after = anonymousMappings();
+  let range = null;
+  for (const [start, end] of after) {
+    let pieces = [[start, end]];
+    for (const [oldStart, oldEnd] of before) {
+      if (oldEnd <= start || oldStart >= end) continue;
+      pieces = pieces.flatMap(([a, b]) => [[a, Math.min(b, oldStart)], [Math.max(a, oldEnd), b]].filter(([x, y]) => y > x));
+    }
+    for (const [a, b] of pieces) {
+      if (fitsWorkingSet(b - a, bytes) && (!range || b - a < range.sizeBytes)) range = { start: a, sizeBytes: b - a };
+    }
+  }
+  return { buffer, range };
+}
+
+/**
+ * Resident bytes of the working set: of `range` (from allocateWorkingSet), or else of the smallest
+ * anonymous mapping in /proc/self/maps that can hold `bytes` (a large ArrayBuffer gets an mmap of its
+ * own, unless the kernel merged it with a neighbour). Its pages are counted in /proc/self/pagemap (bit
+ * 63 present, bit 62 swapped), read into a reused buffer, so that measuring allocates little under a
+ * tight limit, as parsing smaps would not. Returns { sizeBytes, residentBytes, swappedBytes }, or null
+ * if no range is given and no such mapping is found.
+ */
+function workingSetResidentBytes(bytes, range = null) {
+  let best = range;
+  if (!best) {
+    for (const [start, end] of anonymousMappings()) {
+      if (fitsWorkingSet(end - start, bytes) && (!best || end - start < best.sizeBytes)) best = { start, sizeBytes: end - start };
+    }
   }
   if (!best) return null;
   const pages = best.sizeBytes / 4096;
@@ -574,4 +618,7 @@ function workingSetResidentBytes(bytes) {
   return { sizeBytes: best.sizeBytes, residentBytes: present * 4096, swappedBytes: swapped * 4096 };
 }
 
-module.exports = { prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit, currentLimitBytes, onTarget, workingSetResidentBytes };
+module.exports = {
+  prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit,
+  currentLimitBytes, onTarget, allocateWorkingSet, workingSetResidentBytes,
+};
