@@ -434,7 +434,7 @@ function limitCgroup(bytes) {
     fs.writeFileSync(path.join(cg.dir, limitFile('v2')), value);
   } else {
     // v1: memory.memsw.limit_in_bytes (RAM + swap) stays at its default, unlimited, so only RAM is capped.
-    fs.writeFileSync(path.join(cg.dir, 'memory.limit_in_bytes'), value);
+    fs.writeFileSync(path.join(cg.dir, limitFile('v1')), value);
   }
 }
 
