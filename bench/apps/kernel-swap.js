@@ -429,7 +429,7 @@ function limitCgroup(bytes) {
     }
     // memory.high, with memory.max left at "max": above it the kernel reclaims and throttles the task
     // that allocates, and never OOM-kills. A memory.max the kernel cannot reclaim down to in time
-    // OOM-kills instead: on a 6.18 host, 11 of 28 swap cells, whose retries then ran with up to 3x
+    // OOM-kills instead: on a 6.18 host, 11 of 28 swap cells, whose retries then ran with up to 5x
     // farmem's memory.
     fs.writeFileSync(path.join(cg.dir, limitFile('v2')), value);
   } else {
