@@ -458,7 +458,8 @@ function swapCounters() {
  * (the control file written), or null outside runInCgroup.
  */
 function enterLimit() {
-  if (!childCgroup()) return null;
+  const cg = childCgroup();
+  if (!cg) return null;
   const extra = Number(process.env.FARMEM_BENCH_LIMIT_BYTES);
   if (!Number.isFinite(extra) || extra <= 0) throw new Error('enterLimit: FARMEM_BENCH_LIMIT_BYTES is not set');
   // Squeezed first, the cold part of the footprint goes to swap now, so the budget is not padded with
@@ -473,7 +474,7 @@ function enterLimit() {
   const limitBytes = baselineBytes + extra;
   limitCgroup(limitBytes);
   childLimitBytes = limitBytes;
-  return { footprintBytes, baselineBytes, limitBytes, limitFile: limitFile(childCgroup().version) };
+  return { footprintBytes, baselineBytes, limitBytes, limitFile: limitFile(cg.version) };
 }
 
 let childLimitBytes = null; // the limit this child last set (enterLimit, moveLimit)

@@ -6,7 +6,7 @@
 //        [--spin-us 200] [--options '{"maxPrefetchFraction":0.5}'] (more FarMemory.open options)
 const { parseArgs } = require('node:util');
 const { startNodeProcess, median } = require('../common');
-const { WORKLOADS } = require('./workloads');
+const { WORKLOADS, budgetBytes } = require('./workloads');
 const { FarMemory } = require('../../dist/cjs/index.js');
 
 async function main() {
@@ -42,7 +42,7 @@ async function main() {
   const localSeconds = timeRuns(local, 5);
 
   const node = await startNodeProcess('4GiB', ['--spin-us', String(spin)]);
-  const fm = await FarMemory.open({ nodes: [node.address], localBudget: Math.floor((Number(opts.budget) * bytes) / 4096) * 4096, spinMicros: spin, ...JSON.parse(opts.options) });
+  const fm = await FarMemory.open({ nodes: [node.address], localBudget: budgetBytes(Number(opts.budget), bytes), spinMicros: spin, ...JSON.parse(opts.options) });
   const region = await fm.allocate(bytes, { prefetch: opts.policy });
   try {
     workload.init(region.buffer, ctx);
