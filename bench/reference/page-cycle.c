@@ -143,7 +143,9 @@ int main(int argc, char **argv) {
 
   uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
   if (uffd < 0) die("userfaultfd (run as root, or set vm.unprivileged_userfaultfd=1)");
-  struct uffdio_api api = {.api = UFFD_API, .features = mode == COPY ? 0 : UFFD_FEATURE_MOVE};
+  // Every mode registers the region for write-protect faults, as farmem does.
+  struct uffdio_api api = {.api = UFFD_API,
+                           .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | (mode == COPY ? 0 : UFFD_FEATURE_MOVE)};
   if (ioctl(uffd, UFFDIO_API, &api) != 0) die("UFFDIO_API (UFFDIO_MOVE needs Linux 6.8)");
 
   char *region = mmap(NULL, REGION_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
