@@ -15,7 +15,7 @@
 //   move-hash  move, plus a 64-bit hash of each page as it lands (fused with the copy) and again after
 //              it is moved out: content-based dirty detection, which has no such race.
 // Usage: page-cycle [--mode copy|move|move-wp|move-hash] [--chunk 128] [--laps 6]
-// Prints one JSON line. Needs root (or vm.unprivileged_userfaultfd=1) and UFFD_FEATURE_MOVE (Linux 6.8).
+// Prints one JSON line. Needs root (or vm.unprivileged_userfaultfd=1); the move modes need UFFDIO_MOVE (Linux 6.8).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
