@@ -559,6 +559,15 @@ function fitsWorkingSet(sizeBytes, bytes) {
   return sizeBytes >= bytes && sizeBytes <= bytes + (2 << 20);
 }
 
+/** The smallest of `ranges` ([start, end) pairs) that can hold `bytes`, as { start, sizeBytes }, or null. */
+function smallestFit(ranges, bytes) {
+  let best = null;
+  for (const [start, end] of ranges) {
+    if (fitsWorkingSet(end - start, bytes) && (!best || end - start < best.sizeBytes)) best = { start, sizeBytes: end - start };
+  }
+  return best;
+}
+
 /**
  * Allocates the working set as a plain ArrayBuffer and finds where its memory went: the anonymous
  * memory that appeared with it, which is a mapping of its own or the part by which a neighbouring
@@ -567,19 +576,16 @@ function fitsWorkingSet(sizeBytes, bytes) {
 function allocateWorkingSet(bytes) {
   const before = anonymousMappings();
   const buffer = new ArrayBuffer(bytes);
-  const after = anonymousMappings();
-  let range = null;
-  for (const [start, end] of after) {
+  // What is new: each mapping now, less the parts of it that were mapped before.
+  const appeared = anonymousMappings().flatMap(([start, end]) => {
     let pieces = [[start, end]];
     for (const [oldStart, oldEnd] of before) {
       if (oldEnd <= start || oldStart >= end) continue;
       pieces = pieces.flatMap(([a, b]) => [[a, Math.min(b, oldStart)], [Math.max(a, oldEnd), b]].filter(([x, y]) => y > x));
     }
-    for (const [a, b] of pieces) {
-      if (fitsWorkingSet(b - a, bytes) && (!range || b - a < range.sizeBytes)) range = { start: a, sizeBytes: b - a };
-    }
-  }
-  return { buffer, range };
+    return pieces;
+  });
+  return { buffer, range: smallestFit(appeared, bytes) };
 }
 
 /**
@@ -591,12 +597,7 @@ function allocateWorkingSet(bytes) {
  * if no range is given and no such mapping is found.
  */
 function workingSetResidentBytes(bytes, range = null) {
-  let best = range;
-  if (!best) {
-    for (const [start, end] of anonymousMappings()) {
-      if (fitsWorkingSet(end - start, bytes) && (!best || end - start < best.sizeBytes)) best = { start, sizeBytes: end - start };
-    }
-  }
+  const best = range ?? smallestFit(anonymousMappings(), bytes);
   if (!best) return null;
   const pages = best.sizeBytes / 4096;
   let buf = pagemapBuffers.get(pages * 8);
