@@ -33,6 +33,8 @@ export interface Capabilities {
   pageSize: number;
   /** uname -r */
   kernelRelease: string;
+  /** The mode in /sys/kernel/mm/transparent_hugepage/enabled: 'always', 'madvise' or 'never'; '' if absent. */
+  transparentHugepages: string;
 }
 
 export interface UffdOptions {
@@ -63,6 +65,15 @@ export interface UffdHandle {
   writeProtect(address: number, length: number, protect: boolean, dontWake: boolean): void;
   /** UFFDIO_WAKE */
   wake(address: number, length: number): void;
+  /**
+   * Lands src bytes [srcOffset, srcOffset + length) at dst write-protected, without waking, as
+   * copy(COPY_WP | COPY_DONTWAKE) does, but by UFFDIO_MOVE from a staging area: one transparent huge
+   * page for an aligned 2 MiB, where the kernel has one. length: at most 2 MiB. A moved page is
+   * writable until it is protected, so each is compared with src afterwards: written[i] = 1 where page
+   * i differs (a thread wrote it in between; treat it as dirty). Returns the bytes moved; less than
+   * length when the kernel stopped part way (the rest is not mapped). Needs capabilities().move.
+   */
+  moveIn(dst: number, src: ArrayBufferView, srcOffset: number, length: number, written: Uint8Array): number;
   /** Stops the poll handle and closes the fd, which wakes every blocked faulter. Idempotent. */
   close(): void;
 }
@@ -72,7 +83,8 @@ export interface NativeBinding {
   /** Construct on the thread whose event loop serves the faults (the pager worker). An open Uffd keeps
    *  that loop alive and is not garbage-collected: close() it. */
   Uffd: new (options: UffdOptions) => UffdHandle;
-  /** mmap(PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE), MADV_NOHUGEPAGE. */
+  /** mmap(PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE), MADV_NOHUGEPAGE; aligned to
+   *  2 MiB when size is at least that, so that moveIn can land whole huge pages. */
   mapCreate(size: number): { address: number; buffer: ArrayBuffer };
   /** Another ArrayBuffer over a live mapping (any thread). FARMEM_REGION_FREED once released. */
   mapAttach(address: number): ArrayBuffer;
@@ -96,6 +108,9 @@ export interface NativeBinding {
   envId(): number;
   /** Process-wide: mappings made by mapCreate and not released, and mappings still mapped. For leak checks. */
   mappingCounts(): { live: number; mapped: number };
+  /** Tests only: the next moveIn (any thread) flips the byte at dst + offset between its move and its
+   *  write protection, as a racing writer could. -1 disarms. */
+  setMoveWindowWriteForTest(offset: number): void;
 }
 
 /** copy() flags. */
@@ -215,6 +230,14 @@ function wrap(raw: NativeBinding): NativeBinding {
       }
     }
 
+    moveIn(dst: number, src: ArrayBufferView, srcOffset: number, length: number, written: Uint8Array): number {
+      try {
+        return this.#handle.moveIn(dst, src, srcOffset, length, written);
+      } catch (error) {
+        throw toFarmemError(error);
+      }
+    }
+
     close(): void {
       this.#handle.close();
     }
@@ -249,6 +272,7 @@ function wrap(raw: NativeBinding): NativeBinding {
     restrictEnv: guarded(raw.restrictEnv),
     envId: guarded(raw.envId),
     mappingCounts: guarded(raw.mappingCounts),
+    setMoveWindowWriteForTest: raw.setMoveWindowWriteForTest,
   };
 }
 

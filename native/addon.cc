@@ -73,6 +73,17 @@ Napi::Value RestrictEnv(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setMoveWindowWriteForTest(offset): see SetMoveWindowWriteForTest (uffd.h); -1 disarms it.
+Napi::Value SetMoveWindowWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    ThrowTypeError(env, "setMoveWindowWriteForTest(offset): offset must be a number");
+    return Napi::Value();
+  }
+  SetMoveWindowWriteForTest(info[0].As<Napi::Number>().Int64Value());
+  return env.Undefined();
+}
+
 // envId(): this env's never-reused id, for another thread's restrictEnv(alsoReaches).
 Napi::Value GetEnvId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(EnvId(info.Env())));
@@ -242,6 +253,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       reinterpret_cast<void*>(static_cast<uintptr_t>(data->id)));
   (void)exports.Set("restrictEnv", Napi::Function::New(env, farmem::RestrictEnv, "restrictEnv"));
   (void)exports.Set("envId", Napi::Function::New(env, farmem::GetEnvId, "envId"));
+  (void)exports.Set("setMoveWindowWriteForTest",
+                    Napi::Function::New(env, farmem::SetMoveWindowWrite, "setMoveWindowWriteForTest"));
   (void)exports.Set("probe", Napi::Function::New(env, farmem::Probe, "probe"));
   (void)exports.Set("Uffd", farmem::Uffd::Define(env));
   farmem::RegisterMapping(env, exports);

@@ -122,6 +122,8 @@ Mapping::~Mapping() {
 
 uint64_t PageSize() { return static_cast<uint64_t>(sysconf(_SC_PAGESIZE)); }
 
+constexpr uint64_t kHugeAlign = 2u << 20;
+
 // Each external ArrayBuffer holds one reference. Runs on the thread that owns
 // the buffer (or during its env's teardown), possibly after the registry let go.
 void FinalizeBuffer(napi_env /*env*/, void* /*data*/, void* hint) {
@@ -172,13 +174,20 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   }
   const uint64_t page = PageSize();
   const uint64_t mapped = (size + page - 1) / page * page;
-  void* base =
-      mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) {
+  // Aligned to kHugeAlign, so that each whole 2 MiB block of the region can take a huge page (moveIn).
+  const uint64_t align = mapped >= kHugeAlign ? kHugeAlign : page;
+  const uint64_t span = mapped + align - page;
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
     ThrowSyscallError(env, errno, "mmap", "cannot map " + std::to_string(mapped) + " bytes");
     return Napi::Value();
   }
-  // Transparent huge pages would turn one 4 KiB fault into a 2 MiB fill.
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (start + align - 1) & ~(align - 1);
+  if (aligned > start) munmap(raw, aligned - start);
+  if (start + span > aligned + mapped) munmap(reinterpret_cast<void*>(aligned + mapped), start + span - aligned - mapped);
+  void* base = reinterpret_cast<void*>(aligned);
+  // The kernel must not fill a 4 KiB fault with a 2 MiB page of its own; huge pages come only by moveIn.
   if (madvise(base, mapped, MADV_NOHUGEPAGE) != 0) {
     int err = errno;
     munmap(base, mapped);

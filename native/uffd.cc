@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 
 #include "errors.h"
 
@@ -41,6 +43,16 @@
 #ifndef UFFD_FEATURE_MOVE
 #define UFFD_FEATURE_MOVE (1 << 16)
 #endif
+// UFFDIO_MOVE (Linux 6.8), defined here under our own struct name.
+struct farmem_uffdio_move {
+  __u64 dst;
+  __u64 src;
+  __u64 len;
+  __u64 mode;
+  __s64 move;
+};
+#define FARMEM_UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct farmem_uffdio_move)
+#define FARMEM_UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
 
 namespace farmem {
 
@@ -49,6 +61,19 @@ namespace {
 constexpr uint64_t kCopyDontWake = 1;  // copy() flags, as lib/native.ts names them
 constexpr uint64_t kCopyWp = 2;
 constexpr size_t kReadBatch = 64;  // uffd_msg per read(2)
+
+std::atomic<int64_t> move_window_write_for_test{-1};
+
+// The bracketed word of the THP "enabled" file, or "" when there is none.
+std::string TransparentHugepages() {
+  std::ifstream file("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string text;
+  if (!std::getline(file, text)) return "";
+  const size_t open = text.find('[');
+  const size_t close = text.find(']', open);
+  if (open == std::string::npos || close == std::string::npos) return "";
+  return text.substr(open + 1, close - open - 1);
+}
 
 struct OpenFailure {
   int err = 0;
@@ -142,9 +167,12 @@ std::string Range(uint64_t address, uint64_t length) {
 
 }  // namespace
 
+void SetMoveWindowWriteForTest(int64_t offset) { move_window_write_for_test.store(offset); }
+
 Capabilities RunProbe() {
   Capabilities caps;
   caps.page_size = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  caps.transparent_hugepages = TransparentHugepages();
   struct utsname name;
   if (uname(&name) == 0) caps.kernel_release = name.release;
 
@@ -221,6 +249,7 @@ Napi::Object CapabilitiesToJs(Napi::Env env, const Capabilities& caps) {
   set("registerIoctls", Napi::Number::New(env, static_cast<double>(caps.register_ioctls)));
   set("pageSize", Napi::Number::New(env, static_cast<double>(caps.page_size)));
   set("kernelRelease", Napi::String::New(env, caps.kernel_release));
+  set("transparentHugepages", Napi::String::New(env, caps.transparent_hugepages));
   return o;
 }
 
@@ -234,6 +263,7 @@ Napi::Function Uffd::Define(Napi::Env env) {
                          InstanceMethod<&Uffd::ZeroPage>("zeropage"),
                          InstanceMethod<&Uffd::WriteProtect>("writeProtect"),
                          InstanceMethod<&Uffd::Wake>("wake"),
+                         InstanceMethod<&Uffd::MoveIn>("moveIn"),
                          InstanceMethod<&Uffd::Close>("close"),
                      });
 }
@@ -297,13 +327,15 @@ Uffd::Uffd(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Uffd>(info) {
   }
   uffdio_api api = {};
   api.api = UFFD_API;
-  // THREAD_ID costs nothing and fills the tid of each event.
-  api.features = (wp ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0) | (caps.api_features & UFFD_FEATURE_THREAD_ID);
+  // THREAD_ID costs nothing and fills the tid of each event; MOVE only allows the ioctl (moveIn).
+  api.features = (wp ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0) |
+                 (caps.api_features & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE));
   if (ioctl(fd_, UFFDIO_API, &api) != 0) {
     ThrowSyscallError(env, errno, "ioctl(UFFDIO_API)", "cannot enable userfaultfd features");
     return;
   }
   write_protect_ = wp;
+  move_ = (api.features & UFFD_FEATURE_MOVE) != 0;
   page_size_ = caps.page_size;
   events_ = Napi::Persistent(events);
   on_faults_ = Napi::Persistent(on_faults_value.As<Napi::Function>());
@@ -363,6 +395,10 @@ void Uffd::Shutdown(bool from_cleanup_hook) {
   if (fd_ >= 0) {
     close(fd_);  // unregisters every range and wakes every thread blocked on one
     fd_ = -1;
+  }
+  if (staging_ != nullptr) {
+    munmap(staging_, kStagingBytes);
+    staging_ = nullptr;
   }
 }
 
@@ -644,6 +680,153 @@ Napi::Value Uffd::Wake(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   return env.Undefined();
+}
+
+namespace {
+
+// mincore over [address, address + length) (at most kStagingBytes): whether every page, or any page, is
+// resident. A failing mincore answers "not all" and "any": the callers then take the cautious branch.
+bool Residency(uint64_t address, uint64_t length, bool all) {
+  unsigned char resident[kStagingBytes / 4096];
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (mincore(reinterpret_cast<void*>(address), length, resident) != 0) return !all;
+  for (uint64_t i = 0; i < length / page; i++) {
+    if (((resident[i] & 1) != 0) != all) return !all;
+  }
+  return all;
+}
+bool AllResident(uint64_t address, uint64_t length) { return Residency(address, length, true); }
+bool AnyResident(uint64_t address, uint64_t length) { return Residency(address, length, false); }
+
+}  // namespace
+
+bool Uffd::EnsureStaging(Napi::Env env) {
+  if (staging_ != nullptr) return true;
+  // Twice the size, then trimmed to an aligned kStagingBytes, so that one huge page can back it.
+  const uint64_t span = 2 * kStagingBytes;
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
+    ThrowSyscallError(env, errno, "mmap", "cannot map moveIn's staging area");
+    return false;
+  }
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (start + kStagingBytes - 1) & ~(kStagingBytes - 1);
+  if (aligned > start) munmap(raw, aligned - start);
+  if (start + span > aligned + kStagingBytes) {
+    munmap(reinterpret_cast<void*>(aligned + kStagingBytes), start + span - aligned - kStagingBytes);
+  }
+  uint8_t* staging = reinterpret_cast<uint8_t*>(aligned);
+  // Without a huge page the kernel backs it with small ones: slower, still correct. A child forked
+  // while it holds pages would share them, and UFFDIO_MOVE refuses shared pages: the child never gets it.
+  (void)madvise(staging, kStagingBytes, MADV_HUGEPAGE);
+  if (madvise(staging, kStagingBytes, MADV_DONTFORK) != 0) {
+    const int err = errno;
+    munmap(staging, kStagingBytes);
+    ThrowSyscallError(env, err, "madvise(MADV_DONTFORK)", "cannot set up moveIn's staging area");
+    return false;
+  }
+  staging_ = staging;
+  return true;
+}
+
+uint64_t Uffd::MovePages(uint64_t dst, uint64_t src, uint64_t length, int* err) {
+  uint64_t moved = 0;
+  *err = 0;
+  while (moved < length) {
+    farmem_uffdio_move m = {};
+    m.dst = dst + moved;
+    m.src = src + moved;
+    m.len = length - moved;
+    m.mode = FARMEM_UFFDIO_MOVE_MODE_DONTWAKE;
+    if (ioctl(fd_, FARMEM_UFFDIO_MOVE, &m) == 0) return length;
+    *err = errno;
+    if (m.move > 0) moved += static_cast<uint64_t>(m.move);
+    if (*err != EAGAIN) break;
+    *err = 0;
+  }
+  if (moved < length && *err == EEXIST && AllResident(dst + moved, length - moved) &&
+      !AnyResident(src + moved, length - moved)) {
+    // Seen on Linux 6.18 (in a PVM guest): a huge page moved, and the ioctl still answered EEXIST.
+    // Nothing but this thread maps pages at dst, so they are the ones that left src.
+    *err = 0;
+    moved = length;
+  }
+  return moved;
+}
+
+// moveIn(dst, src, srcOffset, length, written) -> bytes moved. Lands src bytes at dst write-protected,
+// as copy(COPY_WP | COPY_DONTWAKE) does, but through the staging area and UFFDIO_MOVE: the pages
+// arrive as one transparent huge page where the kernel has one, with no per-page allocation. A move
+// installs writable pages, so a thread could write one between the move and the write protection
+// unseen: after protecting, each moved page is compared with src, and written[i] = 1 where page i
+// differs (it was written; the caller must treat it as dirty). Waiters are not woken. Returns less
+// than length when the kernel stopped part way (the rest is not mapped: copy() it); throws when it
+// moved nothing.
+Napi::Value Uffd::MoveIn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t dst, src_offset, length;
+  ViewBytes src, written;
+  if (!ToPageAddress(env, info[0], "dst", page_size_, &dst) || !ToViewBytes(env, info[1], "src", &src) ||
+      !ToUint(env, info[2], "srcOffset", &src_offset) || !ToPageLength(env, info[3], "length", page_size_, &length) ||
+      !CheckViewRange(env, "src", src_offset, length, src.length) || !ToViewBytes(env, info[4], "written", &written)) {
+    return Napi::Value();
+  }
+  const uint64_t pages = length / page_size_;
+  if (length > kStagingBytes) {
+    ThrowRangeError(env, "moveIn moves at most " + std::to_string(kStagingBytes) + " bytes at once, got " +
+                             std::to_string(length));
+    return Napi::Value();
+  }
+  if (written.length < pages) {
+    ThrowRangeError(env, "written must hold one byte per page (" + std::to_string(pages) + "), got " +
+                             std::to_string(written.length));
+    return Napi::Value();
+  }
+  if (!move_ || !write_protect_) {
+    ThrowCodeError(env, "FARMEM_FEATURE_MISSING",
+                   "moveIn needs UFFDIO_MOVE (Linux 6.8) and a Uffd created with writeProtect: true" + Closed());
+    return Napi::Value();
+  }
+  if (!CheckRestrictedRange(env, dst, length) || !EnsureStaging(env)) return Napi::Value();
+  // A huge page moves as one only into a range with no page table, and lands in the staging area only
+  // if that has none either. Linux (PT_RECLAIM) frees an empty page table on a MADV_DONTNEED of its whole
+  // 2 MiB, so both are dropped first. dst must hold no page: that is checked, since dropping one would
+  // lose it.
+  if (length == kStagingBytes && dst % kStagingBytes == 0) {
+    if (AnyResident(dst, length)) {
+      ThrowSyscallError(env, EEXIST, "moveIn", Range(dst, length) + " already holds pages (a pager bug)");
+      return Napi::Value();
+    }
+    (void)madvise(reinterpret_cast<void*>(dst), length, MADV_DONTNEED);
+  }
+  // The staging area is empty between calls; a page table left by a fallback to small pages goes first.
+  (void)madvise(staging_, kStagingBytes, MADV_DONTNEED);
+  std::memcpy(staging_, src.data + src_offset, length);
+
+  int err;
+  const uint64_t moved = MovePages(dst, reinterpret_cast<uintptr_t>(staging_), length, &err);
+  // What stayed behind is dropped, so that the staging area is empty again.
+  if (moved < length) (void)madvise(staging_ + moved, length - moved, MADV_DONTNEED);
+  if (moved == 0) {
+    ThrowSyscallError(env, err, "ioctl(UFFDIO_MOVE)", "cannot move pages to " + Range(dst, length) + Closed());
+    return Napi::Value();
+  }
+
+  const int64_t poke = move_window_write_for_test.exchange(-1);
+  if (poke >= 0 && static_cast<uint64_t>(poke) < moved) reinterpret_cast<volatile uint8_t*>(dst)[poke] ^= 0xff;
+
+  uffdio_writeprotect wp = {};
+  wp.range.start = dst;
+  wp.range.len = moved;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  const bool protected_ok = ioctl(fd_, UFFDIO_WRITEPROTECT, &wp) == 0;
+  for (uint64_t i = 0; i < moved / page_size_; i++) {
+    // Unprotected pages may be written at any time: all of them count as written.
+    const uint64_t at = i * page_size_;
+    written.data[i] = !protected_ok || std::memcmp(reinterpret_cast<const void*>(dst + at),
+                                                   src.data + src_offset + at, page_size_) != 0;
+  }
+  return Napi::Number::New(env, static_cast<double>(moved));
 }
 
 Napi::Value Uffd::Close(const Napi::CallbackInfo& info) {

@@ -27,7 +27,18 @@ struct Capabilities {
   uint64_t register_ioctls = 0;
   uint64_t page_size = 0;
   std::string kernel_release;
+  // The bracketed word of /sys/kernel/mm/transparent_hugepage/enabled: "always",
+  // "madvise", "never", or "" where the file is missing.
+  std::string transparent_hugepages;
 };
+
+// moveIn's largest length, and the alignment that lets the kernel back the staging area with one
+// transparent huge page (a PMD on x86-64 and on arm64 with 4 KiB pages).
+constexpr uint64_t kStagingBytes = 2u << 20;
+
+// Test hook: when >= 0, the next moveIn writes one byte at dst + offset after the move and before
+// the write protection, as a racing application thread could. Process-wide; reset by that call.
+void SetMoveWindowWriteForTest(int64_t offset);
 
 Capabilities RunProbe();
 // The env's probe result, probed on first use (addon.cc).
@@ -58,6 +69,7 @@ class Uffd : public Napi::ObjectWrap<Uffd> {
   Napi::Value ZeroPage(const Napi::CallbackInfo& info);
   Napi::Value WriteProtect(const Napi::CallbackInfo& info);
   Napi::Value Wake(const Napi::CallbackInfo& info);
+  Napi::Value MoveIn(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   // Shared by copy and zeropage: fills [dst, dst + length) page run by page
@@ -66,6 +78,10 @@ class Uffd : public Napi::ObjectWrap<Uffd> {
   bool Fill(Napi::Env env, bool zero, uint64_t dst, const uint8_t* src, uint64_t length, uint64_t mode,
             uint64_t* present);
   bool WakeRange(Napi::Env env, uint64_t address, uint64_t length);
+  // The staging area moveIn copies into, mapped on first use; false with a JS exception pending.
+  bool EnsureStaging(Napi::Env env);
+  // UFFDIO_MOVE of [src, src + length) to dst without waking; returns the bytes moved and sets *err.
+  uint64_t MovePages(uint64_t dst, uint64_t src, uint64_t length, int* err);
   std::string Closed() const;
 
   static void OnReadable(uv_poll_t* handle, int status, int events);
@@ -82,7 +98,11 @@ class Uffd : public Napi::ObjectWrap<Uffd> {
   int fd_ = -1;
   PollBox* box_ = nullptr;
   bool write_protect_ = false;
+  bool move_ = false;  // UFFD_FEATURE_MOVE enabled
   uint64_t page_size_ = 0;
+  // moveIn's staging area: kStagingBytes, aligned so that one transparent huge page can back it.
+  // Empty between calls. Pager thread only.
+  uint8_t* staging_ = nullptr;
   Napi::Reference<Napi::Float64Array> events_;
   Napi::FunctionReference on_faults_;
   napi_async_context async_context_ = nullptr;
