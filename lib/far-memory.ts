@@ -68,6 +68,14 @@ export interface FarMemoryOptions {
   reconnectMaxMs?: number;
   /** Force UFFD_USER_MODE_ONLY even where kernel-mode faults could be handled. Default false. */
   userModeOnly?: boolean;
+  /**
+   * Whole 2 MiB blocks that a prefetch brings in land as one transparent huge page (UFFDIO_MOVE): no
+   * page-by-page allocation, and the application's first touch of each page costs far less. 'auto'
+   * (default): where the kernel offers it (Linux 6.8 and later, transparent huge pages not 'never');
+   * true: required (FARMEM_FEATURE_MISSING if not offered); false: every page lands on its own.
+   * `fm.hugePages` says which applies.
+   */
+  hugePages?: boolean | 'auto';
 }
 
 export interface AllocateOptions {
@@ -114,7 +122,7 @@ export interface FarMemoryStats extends RegionStats {
 const OPTION_NAMES = [
   'nodes', 'token', 'localBudget', 'prefetch', 'prefetchSample', 'stripePages', 'maxRequestPages', 'evictHighWater',
   'evictLowWater', 'maxPrefetchFraction', 'faultBatch', 'spinMicros', 'connectTimeoutMs', 'requestTimeoutMs',
-  'reconnectInitialMs', 'reconnectMaxMs', 'userModeOnly',
+  'reconnectInitialMs', 'reconnectMaxMs', 'userModeOnly', 'hugePages',
 ] as const;
 
 const MIN_BUDGET_PAGES = 64;
@@ -176,7 +184,27 @@ function resolveOptions(options: FarMemoryOptions, caps: Capabilities, grants: H
     reconnectInitialMs: intOption('reconnectInitialMs', options.reconnectInitialMs, 50, 1, 3_600_000),
     reconnectMaxMs: intOption('reconnectMaxMs', options.reconnectMaxMs, 2000, 1, 3_600_000),
     userModeOnly: options.userModeOnly === true || caps.mode === 'user-only',
+    hugePages: hugePagesOption(options.hugePages, caps),
   };
+}
+
+/** Whether whole blocks land as huge pages: 'auto' where the kernel offers it, true only if it does. */
+function hugePagesOption(value: unknown, caps: Capabilities): boolean {
+  if (value !== undefined && value !== 'auto' && typeof value !== 'boolean') {
+    throw invalidOption('hugePages', value, "true, false or 'auto'");
+  }
+  const thp = caps.transparentHugepages === 'always' || caps.transparentHugepages === 'madvise';
+  const offered = caps.move && thp;
+  if (value === true && !offered) {
+    const missing = !caps.move
+      ? `UFFDIO_MOVE (Linux 6.8 and later; this is ${caps.kernelRelease})`
+      : `transparent huge pages (/sys/kernel/mm/transparent_hugepage/enabled is '${caps.transparentHugepages || 'absent'}'; ` +
+        "set it to 'madvise')";
+    throw new FarmemError('FARMEM_FEATURE_MISSING', `hugePages: true needs ${missing}: upgrade, or use hugePages: 'auto'`, {
+      feature: caps.move ? 'transparent_hugepage' : 'UFFDIO_MOVE',
+    });
+  }
+  return value !== false && offered;
 }
 
 function sampleOption(value: unknown): number {
@@ -212,6 +240,8 @@ export class FarMemory extends EventEmitter {
   readonly localBudget: number;
   /** 'kernel': faults from kernel-mode accesses are served too; 'user-only': they fail with EFAULT. */
   readonly mode: 'kernel' | 'user-only';
+  /** Whether whole 2 MiB blocks land as transparent huge pages (the hugePages option, resolved). */
+  readonly hugePages: boolean;
   private readonly worker: Worker;
   private readonly regions = new Map<number, Region>();
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -228,6 +258,7 @@ export class FarMemory extends EventEmitter {
     this.localBudget = options.localBudget;
     this.defaultPrefetch = options.prefetch;
     this.mode = mode;
+    this.hugePages = options.hugePages;
     worker.on('message', (message: PagerMessage) => this.onMessage(message));
     worker.on('error', (error) => this.onPagerGone(error));
     worker.on('exit', (code) => {

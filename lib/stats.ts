@@ -24,6 +24,7 @@ export const REGION_COUNTERS = [
   'prefetchSampledUsed',
   'prefetchSampledUnused', // held pages evicted untouched
   'policyErrors', // policies or guides that misbehaved and were replaced by 'none'
+  'hugeBlocks', // whole 2 MiB blocks landed by one move (hugePages)
 ] as const;
 export type RegionCounter = (typeof REGION_COUNTERS)[number];
 
@@ -91,6 +92,8 @@ export interface RegionStats {
   faultLatencyUs: { p50: number; p99: number; mean: number; count: number };
   prefetch: PrefetchAccounting;
   policyErrors: number;
+  /** Whole 2 MiB blocks that landed as one move (the hugePages option): a transparent huge page where the kernel had one. */
+  hugeBlocks: number;
 }
 
 /**
@@ -173,6 +176,7 @@ export function readRegionStats(data: Float64Array, pageSize: number): RegionSta
       pageSize,
     ),
     policyErrors: data[C.policyErrors],
+    hugeBlocks: data[C.hugeBlocks],
   };
 }
 

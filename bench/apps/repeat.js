@@ -53,7 +53,7 @@ async function main() {
     const after = region.stats();
     const per = (name) => Math.round((after[name] - before[name]) / runs);
     console.log(`median ${seconds.toFixed(4)} s a run; all-local ${localSeconds.toFixed(4)} s; ${(localSeconds / seconds).toFixed(3)} of all-local`);
-    console.log(`per run: ${per('faults')} faults, ${per('remoteFetches')} demand fetches, ${per('prefetched')} prefetched, ${per('evictions')} evictions`);
+    console.log(`per run: ${per('faults')} faults, ${per('remoteFetches')} demand fetches, ${per('prefetched')} prefetched, ${per('evictions')} evictions, ${per('hugeBlocks')} whole blocks landed`);
   } finally {
     await region.free();
     await fm.close();

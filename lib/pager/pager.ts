@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import { FarmemError } from '../errors';
 import { formatBytes } from '../units';
-import { COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
+import { COPY_DONTWAKE, COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
 import { PAGE_SIZE } from '../protocol';
 import { NoPrefetch } from '../policies';
 import { checkAnswer } from '../policies/check-answer';
@@ -55,6 +55,8 @@ export interface PagerOptions {
   reconnectInitialMs: number;
   reconnectMaxMs: number;
   userModeOnly: boolean;
+  /** Whole blocks a prefetch covers land as one huge page (moveIn); resolved against the kernel by FarMemory. */
+  hugePages: boolean;
 }
 
 export interface PagerEvents {
@@ -120,6 +122,30 @@ const PASS_STREAMS = 8;
 const PASS_SPAN = 2048;
 /** Clean pages made writable at once ahead of a sequential writer (see onWriteProtectFault). */
 const WRITE_AROUND_PAGES = 64;
+/** A block: the aligned 2 MiB that one transparent huge page maps (hugePages). Regions are 2 MiB aligned. */
+const BLOCK_SHIFT = 9;
+const BLOCK_PAGES = 1 << BLOCK_SHIFT;
+const BLOCK_MASK = BLOCK_PAGES - 1;
+const BLOCK_BYTES = BLOCK_PAGES * PAGE_SIZE;
+/** Most blocks assembling at once, each in a BLOCK_BYTES buffer of the pager's. */
+const MAX_ASSEMBLIES = 16;
+
+/** What a region's block is doing (hugePages). Correctness never depends on it: it only says whether a
+ *  block can be brought in, and later dropped, as one huge page. */
+const enum BlockState {
+  /** Its pages come and go one by one. */
+  Pages = 0,
+  /** Every page is being fetched into one assembly buffer, to land together by moveIn. */
+  Assembling = 1,
+  /** Landed by moveIn and untouched page by page since: every page is Clean, and it leaves whole. */
+  Whole = 2,
+}
+
+/** A block's pages as they arrive, until all have. */
+interface Assembly {
+  data: Buffer;
+  arrived: number;
+}
 
 interface PagerRegion {
   id: number;
@@ -135,6 +161,10 @@ interface PagerRegion {
   usedSinceCall: number;
   /** Last prefetch hit of each sequential stream seen, for eviction of the pages streams pass. */
   passPositions: number[];
+  /** BlockState per whole block, or null when this region's blocks never land whole (hugePages off). */
+  blocks: Uint8Array | null;
+  /** The blocks Assembling, by block index. */
+  assemblies: Map<number, Assembly>;
   records: PolicyRecord[];
   adviceRecord: number;
   advice: AdviceRange[];
@@ -193,6 +223,12 @@ export class Pager {
   private closed = false;
   /** Polls rather than sleeps after demand work (spinMicros). */
   private readonly spinner: LoopSpinner;
+  /** Assembly buffers not in use, and how many may be in use at once (0: blocks never land whole). */
+  private readonly spareAssemblies: Buffer[] = [];
+  private assembliesInUse = 0;
+  private readonly maxAssemblies: number;
+  /** moveIn's answer: which pages of the block were written before they were write-protected. */
+  private readonly movedWritten = new Uint8Array(BLOCK_PAGES);
 
   constructor(
     private readonly options: PagerOptions,
@@ -206,6 +242,7 @@ export class Pager {
     this.spinner = new LoopSpinner(options.spinMicros);
     this.lowFrames = Math.max(0, Math.floor(frameCount * options.evictLowWater));
     this.maxPrefetchPages = Math.max(0, Math.floor(frameCount * options.maxPrefetchFraction));
+    this.maxAssemblies = options.hugePages ? Math.min(MAX_ASSEMBLIES, Math.floor(this.maxPrefetchPages / BLOCK_PAGES)) : 0;
     this.zeros = Buffer.alloc(options.maxRequestPages * PAGE_SIZE);
     let pagemap = -1;
     try {
@@ -275,6 +312,9 @@ export class Pager {
       policyRecord: 0,
       usedSinceCall: 0,
       passPositions: [],
+      // Block i must be pages [512 i, 512 i + 512) of a 2 MiB-aligned mapping (mapCreate aligns regions that large).
+      blocks: this.maxAssemblies > 0 && base % BLOCK_BYTES === 0 && pages >= BLOCK_PAGES ? new Uint8Array(pages >> BLOCK_SHIFT) : null,
+      assemblies: new Map(),
       records: [newRecord(policy.name, 'policy')],
       adviceRecord: -1,
       advice: [],
@@ -309,6 +349,8 @@ export class Pager {
     // The allocating thread detaches its buffer only after this returns, so the mapping is still there.
     this.uffd!.unregister(region.base, region.pages * PAGE_SIZE);
     this.native.dropRange(region.base, region.pages * PAGE_SIZE);
+    for (const assembly of region.assemblies.values()) this.returnAssembly(assembly);
+    region.assemblies.clear();
     const frames = this.frames;
     for (let f = 0; f < frames.size; f++) {
       if (frames.region[f] === id) {
@@ -675,6 +717,8 @@ export class Pager {
       while (first > 0 && page - first < WRITE_AROUND_PAGES && table.get(first - 1) === PageState.Clean) first--;
     }
     for (let p = first; p <= last; p++) if (p !== page) table.move(p, PageState.Dirty);
+    // Unprotecting part of a huge page splits it.
+    this.splitBlocks(region, first, last);
     region.stats[C.writeAround] += last - first;
     this.publish(region);
     this.uffd!.writeProtect(region.base + first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE, false, false);
@@ -777,10 +821,22 @@ export class Pager {
     const untouched: number[] = [];
     const stats = region.stats;
     const owner = region.records[record];
+    // A block the answer asks for all of is brought whole, to land as one huge page, when its first page
+    // comes up (a backward stream lists it as several chunks, nearest first).
+    const asked = region.blocks === null ? null : mergeRanges(ranges, region.pages);
+    let triedBlock = -1;
     for (const [first, count] of ranges) {
       const start = Math.max(0, first);
       const end = Math.min(region.pages, first + count);
       for (let p = start; p < end && this.prefetchInflight < limit; p++) {
+        if (asked !== null && p >> BLOCK_SHIFT !== triedBlock) {
+          triedBlock = p >> BLOCK_SHIFT;
+          const blockFirst = triedBlock << BLOCK_SHIFT;
+          if (covers(asked, blockFirst, blockFirst + BLOCK_PAGES) && this.claimBlock(region, blockFirst, record, limit)) {
+            p = Math.min(end, blockFirst + BLOCK_PAGES) - 1;
+            continue;
+          }
+        }
         const state = table.get(p);
         // Zero-filled guesses are bounded like fetched ones, so a guess is not evicted before its use.
         if (state === PageState.Untouched && untouched.length < this.maxPrefetchPages) untouched.push(p);
@@ -808,6 +864,104 @@ export class Pager {
       }
     }
     if (untouched.length > 0) this.zeroAhead(region, untouched.sort((a, b) => a - b), write);
+  }
+
+  /**
+   * Starts the fetch of the whole block at `first` (block aligned), to land as one huge page, if every page
+   * of it is Remote and there are frames, prefetch room and an assembly buffer for all of it. Its pages are
+   * Fetching, as any prefetched page, until the last one arrives. While a trace records, every prefetched
+   * page must be held until touched, so no block is claimed then.
+   */
+  private claimBlock(region: PagerRegion, first: number, record: number, limit: number): boolean {
+    const blocks = region.blocks!;
+    const block = first >> BLOCK_SHIFT;
+    const frames = this.frames;
+    if (blocks[block] !== BlockState.Pages || region.sampleRate >= 1 || first + BLOCK_PAGES > region.pages) return false;
+    if (this.assembliesInUse === this.maxAssemblies || this.prefetchInflight + BLOCK_PAGES > limit) return false;
+    const table = region.table;
+    for (let p = first; p < first + BLOCK_PAGES; p++) if (table.get(p) !== PageState.Remote) return false;
+    // Pages streams have passed make room: they would be the next victims anyway.
+    if (frames.free < BLOCK_PAGES) this.evict(BLOCK_PAGES - frames.free, true);
+    if (frames.free < BLOCK_PAGES) return false;
+    this.assembliesInUse++;
+    region.assemblies.set(block, { data: this.spareAssemblies.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES), arrived: 0 });
+    blocks[block] = BlockState.Assembling;
+    for (let p = first; p < first + BLOCK_PAGES; p++) {
+      const frame = frames.take(region.id, p, false);
+      table.frame[p] = frame;
+      table.move(p, PageState.Fetching);
+      frames.prefetched[frame] = 1;
+      frames.guess[frame] = 1;
+      frames.issuer[frame] = record;
+      this.prefetch.push(region.id * KEY_SPAN + p);
+    }
+    region.records[record].prefetched += BLOCK_PAGES;
+    region.stats[C.prefetched] += BLOCK_PAGES;
+    this.prefetchInflight += BLOCK_PAGES;
+    return true;
+  }
+
+  private returnAssembly(assembly: Assembly): void {
+    this.assembliesInUse--;
+    this.spareAssemblies.push(assembly.data);
+  }
+
+  /** `count` pages of an Assembling block, from `page` on, sit in `src` at `at`: keeps them; lands the block once all are in. */
+  private assemble(region: PagerRegion, page: number, src: Buffer, at: number, count: number): void {
+    const block = page >> BLOCK_SHIFT;
+    const assembly = region.assemblies.get(block)!;
+    src.copy(assembly.data, (page & BLOCK_MASK) * PAGE_SIZE, at, at + count * PAGE_SIZE);
+    assembly.arrived += count;
+    region.stats[C.bytesFetched] += count * PAGE_SIZE;
+    if (assembly.arrived < BLOCK_PAGES) return;
+    region.assemblies.delete(block);
+    this.landBlock(region, block, assembly.data);
+    this.returnAssembly(assembly);
+  }
+
+  /**
+   * Lands a whole block write-protected by moveIn, as one huge page where the kernel has one. Pages a
+   * waiting writer asked for, and pages a thread wrote between the move and the protection, become Dirty
+   * and writable (which splits the huge page); the rest are Clean. The waiters wake last.
+   */
+  private landBlock(region: PagerRegion, block: number, data: Buffer): void {
+    const first = block << BLOCK_SHIFT;
+    const address = region.base + first * PAGE_SIZE;
+    const written = this.movedWritten;
+    let moved = 0;
+    try {
+      moved = this.uffd!.moveIn(address, data, 0, BLOCK_BYTES, written);
+    } catch (error) {
+      this.listener.notify('huge-page-fallback', { region: region.id, firstPage: first, error: error instanceof FarmemError ? error.toJSON() : { message: String(error) } });
+    }
+    if (moved < BLOCK_BYTES) {
+      // The kernel stopped part way: the rest goes in page by page, as any fetched page.
+      this.uffd!.copy(address + moved, data, moved, BLOCK_BYTES - moved, COPY_WP | COPY_DONTWAKE);
+      written.fill(0, moved / PAGE_SIZE);
+    }
+    const table = region.table;
+    const frames = this.frames;
+    const now = performance.now();
+    const dirty: number[] = [];
+    for (let i = 0; i < BLOCK_PAGES; i++) {
+      const page = first + i;
+      const frame = table.frame[page];
+      if (frames.wantsWrite[frame] === 1 || written[i] === 1) {
+        table.move(page, PageState.Dirty);
+        dirty.push(page);
+      } else {
+        table.move(page, PageState.Clean);
+      }
+      this.landed(region, frame, now);
+    }
+    region.blocks![block] = moved === BLOCK_BYTES && dirty.length === 0 ? BlockState.Whole : BlockState.Pages;
+    if (moved === BLOCK_BYTES) region.stats[C.hugeBlocks]++;
+    forEachRun(dirty, Infinity, Infinity, (page, count) =>
+      this.uffd!.writeProtect(region.base + page * PAGE_SIZE, count * PAGE_SIZE, false, true),
+    );
+    this.publish(region);
+    // Last: this wakes the threads waiting on the block, who may read the counters at once.
+    this.uffd!.wake(address, BLOCK_BYTES);
   }
 
   /**
@@ -1003,31 +1157,28 @@ export class Pager {
     const table = region.table;
     const frames = this.frames;
     const now = performance.now();
+    const blocks = region.blocks;
     let runStart = 0;
     while (runStart < count) {
       const firstPage = first + runStart;
+      if (blocks !== null && blocks[firstPage >> BLOCK_SHIFT] === BlockState.Assembling) {
+        const inBlock = Math.min(count - runStart, BLOCK_PAGES - (firstPage & BLOCK_MASK));
+        this.assemble(region, firstPage, src, srcOffset + runStart * PAGE_SIZE, inBlock);
+        runStart += inBlock;
+        continue;
+      }
       const mode = this.landingMode(table.frame[firstPage]);
       let runLength = 1;
-      while (runStart + runLength < count && this.landingMode(table.frame[firstPage + runLength]) === mode) runLength++;
+      while (
+        runStart + runLength < count &&
+        this.landingMode(table.frame[firstPage + runLength]) === mode &&
+        !(blocks !== null && ((firstPage + runLength) & BLOCK_MASK) === 0 && blocks[(firstPage + runLength) >> BLOCK_SHIFT] === BlockState.Assembling)
+      ) {
+        runLength++;
+      }
       for (let p = firstPage; p < firstPage + runLength; p++) {
-        const frame = table.frame[p];
         table.move(p, mode === Landing.Held ? PageState.Held : mode === Landing.Writable ? PageState.Dirty : PageState.Clean);
-        frames.wantsWrite[frame] = 0;
-        if (frames.prefetched[frame]) {
-          frames.prefetched[frame] = 0;
-          this.prefetchInflight--;
-        }
-        const started = frames.faultAt[frame];
-        if (started > 0) {
-          const us = (now - started) * 1000;
-          region.stats[HISTOGRAM_OFFSET + bucketOf(us)]++;
-          region.stats[C.latencyCount]++;
-          region.stats[C.latencySumUs] += us;
-          frames.faultAt[frame] = 0;
-          frames.referenced[frame] = 1;
-          // A thread was waiting and runs again: its next fault may follow within microseconds.
-          this.spinner.poke();
-        }
+        this.landed(region, table.frame[p], now);
       }
       region.stats[C.bytesFetched] += runLength * PAGE_SIZE;
       const at = srcOffset + runStart * PAGE_SIZE;
@@ -1054,6 +1205,27 @@ export class Pager {
     }
     if (this.deferred.length > 0) this.retryDeferred();
     else if (this.prefetch.length > 0) this.issueFetches();
+  }
+
+  /** Bookkeeping of a fetched page that just left Fetching: the prefetch limit, and the wait it ended. */
+  private landed(region: PagerRegion, frame: number, now: number): void {
+    const frames = this.frames;
+    frames.wantsWrite[frame] = 0;
+    if (frames.prefetched[frame]) {
+      frames.prefetched[frame] = 0;
+      this.prefetchInflight--;
+    }
+    const started = frames.faultAt[frame];
+    if (started > 0) {
+      const us = (now - started) * 1000;
+      region.stats[HISTOGRAM_OFFSET + bucketOf(us)]++;
+      region.stats[C.latencyCount]++;
+      region.stats[C.latencySumUs] += us;
+      frames.faultAt[frame] = 0;
+      frames.referenced[frame] = 1;
+      // A thread was waiting and runs again: its next fault may follow within microseconds.
+      this.spinner.poke();
+    }
   }
 
   /** How a fetched page goes in: writable for a waiting writer, held if sampled and nobody waits, else write-protected. */
@@ -1084,9 +1256,9 @@ export class Pager {
    * Frees up to `wanted` frames: pages streams have passed first, most recent first, then second chance
    * over fill order. Clean pages go without network.
    */
-  private evict(wanted: number): void {
+  private evict(wanted: number, passedOnly = false): void {
     const frames = this.frames;
-    const victims: number[] = [];
+    let victims: number[] = [];
     // Chosen from the passed stack; their ring entries are still live until the drop below.
     const chosen = new Set<number>();
     while (victims.length < wanted) {
@@ -1099,7 +1271,7 @@ export class Pager {
       victims.push(frames.region[f] * KEY_SPAN + frames.page[f]);
     }
     // Two passes over the queue at most: the first may only clear second-chance bits.
-    let budget = 2 * frames.used;
+    let budget = passedOnly ? 0 : 2 * frames.used;
     while (victims.length < wanted && budget-- > 0) {
       const f = frames.popOldest();
       if (f < 0) break;
@@ -1116,6 +1288,7 @@ export class Pager {
       victims.push(regionId * KEY_SPAN + frames.page[f]);
     }
     if (victims.length === 0) return;
+    if (this.maxAssemblies > 0) victims = this.wholeBlocksOf(victims);
     victims.sort((a, b) => a - b);
     // Group by region, then hand dirty and clean pages to their paths.
     let i = 0;
@@ -1138,6 +1311,34 @@ export class Pager {
     }
   }
 
+  /** Blocks holding pages [first, last] no longer land or leave whole. */
+  private splitBlocks(region: PagerRegion, first: number, last: number): void {
+    const blocks = region.blocks;
+    if (blocks === null) return;
+    for (let b = first >> BLOCK_SHIFT; b <= last >> BLOCK_SHIFT && b < blocks.length; b++) {
+      if (blocks[b] === BlockState.Whole) blocks[b] = BlockState.Pages;
+    }
+  }
+
+  /**
+   * Victims (keys, sorted or not) with every other page of the Whole blocks they touch: such a block is
+   * one huge page, all of it Clean, and dropping all of it is one cheap unmap where dropping part would
+   * split it. The extra pages cost no network.
+   */
+  private wholeBlocksOf(victims: number[]): number[] {
+    let wholeStarts: Set<number> | null = null;
+    for (const key of victims) {
+      const regionId = Math.floor(key / KEY_SPAN);
+      const page = key - regionId * KEY_SPAN;
+      const blocks = this.regions.get(regionId)!.blocks;
+      if (blocks !== null && blocks[page >> BLOCK_SHIFT] === BlockState.Whole) (wholeStarts ??= new Set()).add(key - (page & BLOCK_MASK));
+    }
+    if (wholeStarts === null) return victims;
+    const extended = victims.filter((key) => !wholeStarts.has(key - ((key - Math.floor(key / KEY_SPAN) * KEY_SPAN) & BLOCK_MASK)));
+    for (const start of wholeStarts) for (let i = 0; i < BLOCK_PAGES; i++) extended.push(start + i);
+    return extended;
+  }
+
   /** Drops clean pages: no network, unless a write-back of the page is still in flight (then it keeps that copy). */
   private dropClean(region: PagerRegion, pages: number[]): void {
     const table = region.table;
@@ -1148,6 +1349,7 @@ export class Pager {
         this.frames.release(table.frame[p]);
         table.frame[p] = -1;
       }
+      this.splitBlocks(region, first, first + count - 1);
       this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
       region.stats[C.evictions] += count;
     });
@@ -1269,6 +1471,27 @@ function takeError(region: PagerRegion): FarmemError {
   const error = region.writeError!;
   region.writeError = null;
   return error;
+}
+
+/** The pages that `ranges` ask for, clipped to [0, pages), as sorted disjoint [first, end) intervals. */
+function mergeRanges(ranges: ReadonlyArray<readonly [number, number]>, pages: number): Array<[number, number]> {
+  const sorted = ranges
+    .map(([first, count]): [number, number] => [Math.max(0, first), Math.min(pages, first + count)])
+    .filter(([first, end]) => end > first)
+    .sort((a, b) => a[0] - b[0]);
+  const merged: Array<[number, number]> = [];
+  for (const [first, end] of sorted) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && first <= last[1]) last[1] = Math.max(last[1], end);
+    else merged.push([first, end]);
+  }
+  return merged;
+}
+
+/** Whether sorted disjoint `intervals` hold all of [first, end). */
+function covers(intervals: Array<[number, number]>, first: number, end: number): boolean {
+  const holder = intervals.find(([from, to]) => from <= first && first < to);
+  return holder !== undefined && end <= holder[1];
 }
 
 /** Calls fn(first, count) for each run of consecutive pages in sorted `pages`, split at stripes and maxPages. */

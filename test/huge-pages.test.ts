@@ -1,0 +1,248 @@
+// Whole 2 MiB blocks landed as one transparent huge page (the hugePages option): the addon's moveIn on a
+// real userfaultfd, then the pager on a real memory node. Skipped, with the reason, where the kernel lacks
+// UFFDIO_MOVE (Linux 6.8) or transparent huge pages.
+import * as fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { capabilities, loadNative, type UffdHandle } from '../lib/native';
+import { MiB, farmem, fillPattern } from './helpers';
+
+const { FarMemory, MemoryNode } = farmem;
+const PAGE = 4096;
+const BLOCK = 2 * MiB;
+const caps = capabilities();
+const offered = caps.move && (caps.transparentHugepages === 'always' || caps.transparentHugepages === 'madvise');
+if (!offered) console.log(`huge-pages tests skipped: UFFDIO_MOVE ${caps.move}, transparent huge pages '${caps.transparentHugepages}'`);
+const native = loadNative();
+
+/** pagemap entries of `pages` pages from `address`: [present (bit 63), uffd-wp (bit 57)] per page. */
+function pagemap(address: number, pages: number): Array<[boolean, boolean]> {
+  const fd = fs.openSync('/proc/self/pagemap', 'r');
+  try {
+    const entries = Buffer.alloc(8 * pages);
+    fs.readSync(fd, entries, 0, entries.length, (address / PAGE) * 8);
+    return Array.from({ length: pages }, (_, i) => {
+      const high = entries.readUInt32LE(8 * i + 4);
+      return [(high & (1 << 31)) !== 0, (high & (1 << 25)) !== 0];
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** AnonHugePages of the mapping that starts at `address`, in bytes. */
+function hugeBytesAt(address: number): number {
+  const lines = fs.readFileSync('/proc/self/smaps', 'utf8').split('\n');
+  const start = lines.findIndex((line) => line.startsWith(`${address.toString(16)}-`));
+  expect(start).toBeGreaterThanOrEqual(0);
+  for (let i = start + 1; i < lines.length && !/^[0-9a-f]+-/.test(lines[i]); i++) {
+    const match = /^AnonHugePages:\s+(\d+) kB/.exec(lines[i]);
+    if (match) return Number(match[1]) * 1024;
+  }
+  return 0;
+}
+
+function caught(fn: () => unknown): any {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a throw');
+}
+
+describe.skipIf(!offered)('moveIn', () => {
+  // Served by nobody: these tests never touch a missing page of the mapping, and never write a landed one.
+  let mapping: { address: number; buffer: ArrayBuffer };
+  let uffd: UffdHandle;
+  const data = Buffer.alloc(BLOCK);
+  fillPattern(data, 7);
+
+  beforeAll(() => {
+    mapping = native.mapCreate(8 * MiB);
+    uffd = new native.Uffd({ userModeOnly: false, writeProtect: true, events: new Float64Array(3 * 64), onFaults: () => {} });
+    uffd.register(mapping.address, 8 * MiB, true);
+  });
+
+  afterAll(() => {
+    uffd?.close();
+    native.mapRelease(mapping.address, mapping.buffer);
+  });
+
+  it('maps regions of 2 MiB or more on a 2 MiB boundary', () => {
+    expect(mapping.address % BLOCK).toBe(0);
+    const other = native.mapCreate(2 * MiB + PAGE);
+    expect(other.address % BLOCK).toBe(0);
+    native.mapRelease(other.address, other.buffer);
+  });
+
+  it('lands 2 MiB as one huge page, every page present and write-protected', () => {
+    const written = new Uint8Array(512).fill(9);
+    expect(uffd.moveIn(mapping.address, data, 0, BLOCK, written)).toBe(BLOCK);
+    expect(written.every((w) => w === 0)).toBe(true);
+    expect(Buffer.from(mapping.buffer, 0, BLOCK).equals(data)).toBe(true);
+    const entries = pagemap(mapping.address, 512);
+    expect(entries.every(([present, wp]) => present && wp)).toBe(true);
+    expect(hugeBytesAt(mapping.address)).toBeGreaterThanOrEqual(BLOCK);
+    expect(native.dropRange(mapping.address, BLOCK)).toBe(true);
+    expect(pagemap(mapping.address, 512).some(([present]) => present)).toBe(false);
+  });
+
+  it('reports a page written between the move and the write protection', () => {
+    const written = new Uint8Array(512);
+    const at = 3 * PAGE + 5;
+    native.setMoveWindowWriteForTest(at);
+    expect(uffd.moveIn(mapping.address + BLOCK, data, 0, BLOCK, written)).toBe(BLOCK);
+    expect([...written.keys()].filter((i) => written[i] === 1)).toEqual([3]);
+    const landed = new Uint8Array(mapping.buffer, BLOCK, BLOCK);
+    expect(landed[at]).toBe(data[at] ^ 0xff);
+    // The hook fires once.
+    native.dropRange(mapping.address + BLOCK, BLOCK);
+    expect(uffd.moveIn(mapping.address + BLOCK, data, 0, BLOCK, written)).toBe(BLOCK);
+    expect(written.every((w) => w === 0)).toBe(true);
+    native.dropRange(mapping.address + BLOCK, BLOCK);
+  });
+
+  it('refuses a destination that already holds a page, and loses nothing', () => {
+    const page = Buffer.alloc(PAGE, 0x5a);
+    const dst = mapping.address + 2 * BLOCK;
+    uffd.copy(dst + 10 * PAGE, page, 0, PAGE, 0);
+    const error = caught(() => uffd.moveIn(dst, data, 0, BLOCK, new Uint8Array(512)));
+    expect(error.code).toBe('FARMEM_SYSCALL');
+    expect(error.errno).toBe(17); // EEXIST
+    expect(error.message).toMatch(/already holds pages/);
+    expect(Buffer.from(mapping.buffer, 2 * BLOCK + 10 * PAGE, PAGE).equals(page)).toBe(true);
+    native.dropRange(dst, BLOCK);
+  });
+
+  it('checks its arguments', () => {
+    const written = new Uint8Array(512);
+    expect(caught(() => uffd.moveIn(mapping.address, Buffer.alloc(2 * BLOCK), 0, 2 * BLOCK, new Uint8Array(1024)))).toBeInstanceOf(RangeError);
+    expect(caught(() => uffd.moveIn(mapping.address, data, 0, BLOCK, new Uint8Array(511)))).toBeInstanceOf(RangeError);
+    expect(caught(() => uffd.moveIn(mapping.address + 1, data, 0, PAGE, written))).toBeInstanceOf(RangeError);
+    expect(caught(() => uffd.moveIn(mapping.address, data, BLOCK - PAGE, 2 * PAGE, written))).toBeInstanceOf(RangeError);
+    expect(pagemap(mapping.address, 512).some(([present]) => present)).toBe(false);
+  });
+
+  it('lands less than a block, aligned or not, page by page', () => {
+    const written = new Uint8Array(512);
+    const dst = mapping.address + 3 * BLOCK + 7 * PAGE;
+    expect(uffd.moveIn(dst, data, PAGE, 16 * PAGE, written)).toBe(16 * PAGE);
+    expect(Buffer.from(mapping.buffer, 3 * BLOCK + 7 * PAGE, 16 * PAGE).equals(data.subarray(PAGE, 17 * PAGE))).toBe(true);
+    expect(pagemap(dst, 16).every(([present, wp]) => present && wp)).toBe(true);
+    native.dropRange(dst, 16 * PAGE);
+  });
+});
+
+describe.skipIf(!offered)('regions with hugePages', () => {
+  let node: InstanceType<typeof MemoryNode>;
+
+  beforeAll(async () => {
+    node = await MemoryNode.start({ host: '127.0.0.1', port: 0, capacity: 512 * MiB });
+  });
+
+  afterAll(async () => {
+    await node?.stop();
+  });
+
+  /** A 64 MiB region, every page written and then evicted, under a 16 MiB budget (room for two blocks in flight). */
+  async function remoteRegion(options: Record<string, unknown> = {}) {
+    const fm = await FarMemory.open({ nodes: [node.address], localBudget: 16 * MiB, ...options });
+    const region = await fm.allocate(64 * MiB, { prefetch: 'readahead' });
+    const expected = Buffer.alloc(64 * MiB);
+    fillPattern(expected, 11);
+    new Uint8Array(region.buffer).set(expected);
+    await region.evict();
+    return { fm, region, expected };
+  }
+
+  it('lands whole blocks of a scan as huge pages, and every byte is right, pass after pass', async () => {
+    const { fm, region, expected } = await remoteRegion();
+    try {
+      expect(fm.hugePages).toBe(true);
+      const bytes = Buffer.from(region.buffer);
+      for (let pass = 0; pass < 3; pass++) expect(bytes.equals(expected)).toBe(true);
+      const stats = region.stats();
+      expect(stats.hugeBlocks).toBeGreaterThan(0);
+      expect(stats.residentBytes).toBeLessThanOrEqual(16 * MiB);
+    } finally {
+      await region.free();
+      await fm.close();
+    }
+  });
+
+  it('keeps writes to pages that landed in a huge page, through eviction', async () => {
+    const { fm, region, expected } = await remoteRegion();
+    try {
+      const bytes = Buffer.from(region.buffer);
+      expect(bytes.subarray(0, 16 * MiB).equals(expected.subarray(0, 16 * MiB))).toBe(true);
+      expect(region.stats().hugeBlocks).toBeGreaterThan(0);
+      // One byte in every 64th page of the first 16 MiB, many of them in blocks that landed whole.
+      for (let at = 100; at < 16 * MiB; at += 64 * PAGE) {
+        bytes[at] ^= 0x55;
+        expected[at] ^= 0x55;
+      }
+      await region.evict();
+      expect(bytes.equals(expected)).toBe(true);
+      expect(region.stats().writebacks).toBeGreaterThan(0);
+    } finally {
+      await region.free();
+      await fm.close();
+    }
+  });
+
+  it('keeps a write that lands between a block’s move and its write protection', async () => {
+    const { fm, region, expected } = await remoteRegion();
+    try {
+      const at = 5 * PAGE + 123;
+      const bytes = Buffer.from(region.buffer);
+      const before = region.stats().writebacks;
+      // The first block to land gets one byte flipped between its move and its protection, as a racing
+      // writer could do; reading the region lands blocks.
+      native.setMoveWindowWriteForTest(at);
+      Buffer.from(bytes);
+      native.setMoveWindowWriteForTest(-1);
+      expect(region.stats().hugeBlocks).toBeGreaterThan(0);
+      // Written, so dirty: it must go back to the node before its page is dropped (now, or earlier in the
+      // pass), and come back from there. Nothing else was written.
+      await region.evict();
+      expect(region.stats().writebacks - before).toBe(1);
+      const after = Buffer.from(bytes);
+      const differ = [...Array(after.length / BLOCK).keys()].filter(
+        (b) => !after.subarray(b * BLOCK, (b + 1) * BLOCK).equals(expected.subarray(b * BLOCK, (b + 1) * BLOCK)),
+      );
+      expect(differ).toHaveLength(1);
+      const flipped = differ[0] * BLOCK + at;
+      expect(after[flipped]).toBe(expected[flipped] ^ 0xff);
+      expected[flipped] ^= 0xff;
+      expect(after.equals(expected)).toBe(true);
+    } finally {
+      native.setMoveWindowWriteForTest(-1);
+      await region.free();
+      await fm.close();
+    }
+  });
+
+  it('lands every page on its own with hugePages: false', async () => {
+    const { fm, region, expected } = await remoteRegion({ hugePages: false });
+    try {
+      expect(fm.hugePages).toBe(false);
+      expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
+      expect(region.stats().hugeBlocks).toBe(0);
+    } finally {
+      await region.free();
+      await fm.close();
+    }
+  });
+});
+
+describe('the hugePages option', () => {
+  it('refuses what is not true, false or auto', async () => {
+    const error = await FarMemory.open({ nodes: ['127.0.0.1:1'], hugePages: 'yes' as never }).catch((e: unknown) => e);
+    expect((error as { code: string }).code).toBe('FARMEM_INVALID_OPTION');
+    expect((error as Error).message).toMatch(/hugePages: expected true, false or 'auto'/);
+  });
+
+  it('says whether the kernel offers it', () => {
+    expect(['always', 'madvise', 'never', '']).toContain(caps.transparentHugepages);
+  });
+});
