@@ -212,6 +212,24 @@ describe('readahead', () => {
     expect(small.onFault(event(6))).toBeNull();
   });
 
+  it('ends windows of 256 pages or more on a 2 MiB boundary, forward and backward, so that whole blocks can land as huge pages', () => {
+    const forward = new ReadaheadPolicy({ initialWindow: 256 });
+    forward.onFault(event(1000));
+    const [[first, count]] = forward.onFault(event(1001))!;
+    expect(first).toBe(1002);
+    expect((first + count) % 512).toBe(0);
+    expect(first + count).toBe(1536); // 1002 + 2 windows of 256 = 1514, up to the boundary
+    const small = new ReadaheadPolicy({ initialWindow: 64 });
+    small.onFault(event(1000));
+    expect(small.onFault(event(1001))).toEqual([[1002, 128]]); // small windows are not stretched
+    const backward = new ReadaheadPolicy({ initialWindow: 256 });
+    backward.onFault(event(5000));
+    const pages = pagesOf(backward.onFault(event(4999)));
+    expect(Math.min(...pages) % 512).toBe(0);
+    expect(Math.min(...pages)).toBe(4096); // 4998 - 512 = 4486, down to the boundary
+    expect(Math.max(...pages)).toBe(4998);
+  });
+
   it('follows a backward scan, asking below the fault', () => {
     const policy = new ReadaheadPolicy({ initialWindow: 4 });
     policy.onFault(event(100));

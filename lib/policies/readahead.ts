@@ -16,6 +16,8 @@ const MAX_WINDOW = MAX_ANSWER_PAGES / 2;
 const MAX_MISSES = 3;
 /** Recent fault pages remembered to recognise the start of a stream (page p after p-1 or p+1). */
 const RECENT_FAULTS = 8;
+/** Pages in 2 MiB: windows of half that or more end on such a boundary. */
+const ALIGN_PAGES = 512;
 
 interface Stream {
   direction: 1 | -1;
@@ -143,7 +145,13 @@ export class ReadaheadPolicy implements PrefetchPolicy {
    */
   private advance(stream: Stream, page: number, regionPages: number): PrefetchRanges | null {
     const d = stream.direction;
-    const frontier = d > 0 ? Math.min(regionPages, page + 1 + 2 * stream.window) : Math.max(-1, page - 1 - 2 * stream.window);
+    let frontier = d > 0 ? page + 1 + 2 * stream.window : page - 1 - 2 * stream.window;
+    // Large windows end on a 2 MiB boundary (the frontier is exclusive), so that the next one covers whole
+    // aligned blocks, which a region can land as huge pages; Linux aligns readahead to large folios alike.
+    if (stream.window >= ALIGN_PAGES / 2) {
+      frontier = d > 0 ? Math.ceil(frontier / ALIGN_PAGES) * ALIGN_PAGES : Math.floor((frontier + 1) / ALIGN_PAGES) * ALIGN_PAGES - 1;
+    }
+    frontier = d > 0 ? Math.min(regionPages, frontier) : Math.max(-1, frontier);
     if (d * (frontier - stream.frontier) > 0) stream.frontier = frontier;
     stream.marker = stream.frontier - d * stream.window;
     return this.ask(page + d, stream.frontier, d, regionPages);
