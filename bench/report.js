@@ -466,6 +466,14 @@ function faultSection(data) {
   return out;
 }
 
+/** The suite's --huge-pages, and in how many farmem runs it applied (results written before it say nothing). */
+function hugePagesLine(data) {
+  if (data.hugePages === 'off') return '`off` (every page lands on its own)';
+  const runs = data.workloads.flatMap((w) => w.runs).filter((r) => r.system === 'farmem' && typeof r.hugePagesUsed === 'boolean');
+  const used = runs.filter((r) => r.hugePagesUsed).length;
+  return `\`${data.hugePages}\`, in effect in ${used} of ${runs.length} farmem runs (whole 2 MiB blocks a stream asks for land as one huge page)`;
+}
+
 function markdownSection(data, { resultsRel, imgRel, hasCdf }) {
   const budgets = budgetsOf(data);
   const labels = labelsOf(data);
@@ -476,6 +484,7 @@ function markdownSection(data, { resultsRel, imgRel, hasCdf }) {
   out.push(`Machine: ${machineLine(data.machine)}.  `);
   out.push(`Command: \`${data.command || 'npx farmem bench'}\`.  `);
   out.push(`TCP loopback stream: ${isNum(data.tcpStreamGBps) ? `${data.tcpStreamGBps.toFixed(2)} GB/s` : 'not measured'}.  `);
+  if (data.hugePages) out.push(`farmem hugePages: ${hugePagesLine(data)}.  `);
   if (swap.available) {
     const how = [swap.cgroup && `cgroup ${swap.cgroup}`, swap.swapFile && `swap file \`${swap.swapFile}\``].filter(Boolean).join(', ');
     out.push(`Kernel swap: measured${how ? ` (${how})` : ''}.`);

@@ -5,6 +5,7 @@
 // bench/results/apps-<date>.json and prints a table; `farmem bench --report` draws the charts.
 // Usage: node bench/suite.js [--quick] [--workloads scan,kv] [--budgets 1,0.5,0.25,0.125]
 //        [--policies none,readahead,stride,leap] [--samples 3] [--no-swap] [--swap-file PATH] [--out FILE]
+//        [--spin-us 200] [--huge-pages auto|off]
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -47,6 +48,7 @@ function options() {
     'no-swap': { type: 'boolean', default: false },
     'swap-file': { type: 'string' },
     'spin-us': { type: 'string', default: '200' },
+    'huge-pages': { type: 'string', default: 'auto' },
     out: { type: 'string' },
   });
 }
@@ -130,6 +132,8 @@ async function main() {
   const swapFile = opts['swap-file'] ?? '/var/tmp/farmem-bench.swap';
   const spin = opts['spin-us'];
   if (!/^\d{1,5}$/.test(spin) || Number(spin) > 10_000) throw usageError(`--spin-us: ${spin} is not a number of µs from 0 to 10000`);
+  const hugePages = opts['huge-pages'];
+  if (hugePages !== 'auto' && hugePages !== 'off') throw usageError(`--huge-pages: '${hugePages}' is neither auto nor off`);
 
   const results = {
     schema: 'farmem-bench/1',
@@ -141,6 +145,8 @@ async function main() {
     samplesPerCell: Number(samples),
     // Both farmem's pager (FarMemory spinMicros) and the memory node (--spin-us) poll this long after demand work.
     spinMicros: Number(spin),
+    // farmem's hugePages option; each farmem cell records whether it applied (hugePagesUsed).
+    hugePages,
     swapSlackBytes: SWAP_SLACK_BYTES,
     tcpStreamGBps: null,
     swap: null,
@@ -189,7 +195,7 @@ async function main() {
       const latency = cell.w.name === 'random' && cell.budget === LATENCY_BUDGET && cell.system !== 'local' ? (quick ? 1000 : 4000) : 0;
       const argv = ['--workload', cell.w.name, '--system', cell.system, '--budget', String(cell.budget), '--samples', samples,
         '--latency', String(latency), ...(quick ? ['--quick'] : [])];
-      if (cell.system === 'farmem') argv.push('--node', node.address, '--variants', cell.variants.join(','), '--spin', spin);
+      if (cell.system === 'farmem') argv.push('--node', node.address, '--variants', cell.variants.join(','), '--spin', spin, '--huge-pages', hugePages);
       let out;
       try {
         out = cell.system === 'swap'

@@ -55,6 +55,8 @@ Commands:
       --no-swap         skip the kernel swap runs
       --swap-file PATH  where the swap file goes (default /var/tmp/farmem-bench.swap)
       --spin-us N       pager and memory node poll N µs after demand work (default 200)
+      --huge-pages M    auto (default: whole 2 MiB blocks land as huge pages where
+                        the kernel offers it) or off (every page on its own)
       Needs a clone of farmem with its dev dependencies (npm ci).
 
 Options: --help, --version`;

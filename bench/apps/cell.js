@@ -26,6 +26,7 @@ function options() {
       quick: { type: 'boolean', default: false },
       latency: { type: 'string', default: '0' },
       spin: { type: 'string', default: '0' },
+      'huge-pages': { type: 'string', default: 'auto' },
     },
     strict: true,
   }).values;
@@ -131,6 +132,7 @@ async function main() {
       localBudget: budgetBytes(budget, bytes),
       ...(budget === 1 ? { evictHighWater: 1 } : {}),
       spinMicros: Number(opts.spin),
+      hugePages: opts['huge-pages'] === 'off' ? false : 'auto',
     });
     const variants = opts.variants.split(',').map(parseVariant);
     const region = await fm.allocate(bytes, { prefetch: variants[0].policy });
@@ -149,6 +151,7 @@ async function main() {
           system: 'farmem',
           ...variant,
           budget,
+          hugePagesUsed: fm.hugePages,
           ...measured,
           counters: {
             faults: after.faults - before.faults,
@@ -160,6 +163,7 @@ async function main() {
             writeAround: after.writeAround - before.writeAround,
             bytesFetched: after.bytesFetched - before.bytesFetched,
             policyErrors: after.policyErrors - before.policyErrors,
+            hugeBlocks: after.hugeBlocks - before.hugeBlocks,
           },
           residentBytes: after.residentBytes, // of the region, right after the timed runs
         });
