@@ -9,7 +9,7 @@ started=$SECONDS
 
 ADDON=$ROOT/build-sanitizers/Release/farmem_native.node
 LOGS=$ROOT/build-sanitizers/reports
-TESTS=(test/native.test.ts test/integrity.test.ts test/lifecycle.test.ts test/prefetch.test.ts test/coffers.test.ts)
+TESTS=(test/native.test.ts test/huge-pages.test.ts test/integrity.test.ts test/lifecycle.test.ts test/prefetch.test.ts test/coffers.test.ts)
 
 # cmake-js takes the Node.js headers from npm's nodedir (npm_config_nodedir); without one it would
 # download them. Default to the running node's own prefix when it ships include/node/node.h.
