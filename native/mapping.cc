@@ -175,18 +175,11 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   const uint64_t page = PageSize();
   const uint64_t mapped = (size + page - 1) / page * page;
   // Aligned to kHugeAlign, so that each whole 2 MiB block of the region can take a huge page (moveIn).
-  const uint64_t align = mapped >= kHugeAlign ? kHugeAlign : page;
-  const uint64_t span = mapped + align - page;
-  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (raw == MAP_FAILED) {
+  void* base = MapAligned(mapped, mapped >= kHugeAlign ? kHugeAlign : page);
+  if (base == MAP_FAILED) {
     ThrowSyscallError(env, errno, "mmap", "cannot map " + std::to_string(mapped) + " bytes");
     return Napi::Value();
   }
-  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t aligned = (start + align - 1) & ~(align - 1);
-  if (aligned > start) munmap(raw, aligned - start);
-  if (start + span > aligned + mapped) munmap(reinterpret_cast<void*>(aligned + mapped), start + span - aligned - mapped);
-  void* base = reinterpret_cast<void*>(aligned);
   // The kernel must not fill a 4 KiB fault with a 2 MiB page of its own; huge pages come only by moveIn.
   if (madvise(base, mapped, MADV_NOHUGEPAGE) != 0) {
     int err = errno;
@@ -338,6 +331,17 @@ Napi::Value MappingCounts(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+void* MapAligned(uint64_t length, uint64_t align) {
+  const uint64_t span = length + align - PageSize();
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) return MAP_FAILED;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (start + align - 1) & ~(align - 1);
+  if (aligned > start) munmap(raw, aligned - start);
+  if (start + span > aligned + length) munmap(reinterpret_cast<void*>(aligned + length), start + span - aligned - length);
+  return reinterpret_cast<void*>(aligned);
+}
 
 void ReleaseMappingsOf(uint64_t owner) {
   // Dropped here, outside the registry lock: this may munmap.

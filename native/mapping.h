@@ -6,6 +6,8 @@
 
 #include <napi.h>
 
+#include <cstdint>
+
 namespace farmem {
 
 // mapCreate, mapAttach, mapRelease, dropRange, readOut.
@@ -13,6 +15,10 @@ void RegisterMapping(Napi::Env env, Napi::Object exports);
 // In a restricted env (restrictEnv), true only if [address, address + length) lies in a mapping it may
 // reach; otherwise throws (FARMEM_ISOLATION) and returns false. Always true elsewhere.
 bool CheckRestrictedRange(Napi::Env env, uint64_t address, uint64_t length);
+// mmap(PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE) of `length` bytes starting on a
+// multiple of `align` (a power of two, at least a page): more is mapped and the slack unmapped. Returns
+// MAP_FAILED with errno set, as mmap does.
+void* MapAligned(uint64_t length, uint64_t align);
 // Releases the registry's references to the mappings env `owner` created (its cleanup hook calls this).
 void ReleaseMappingsOf(uint64_t owner);
 // deadline.cc: callWithDeadline.

@@ -702,20 +702,13 @@ bool AnyResident(uint64_t address, uint64_t length) { return Residency(address, 
 
 bool Uffd::EnsureStaging(Napi::Env env) {
   if (staging_ != nullptr) return true;
-  // Twice the size, then trimmed to an aligned kStagingBytes, so that one huge page can back it.
-  const uint64_t span = 2 * kStagingBytes;
-  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (raw == MAP_FAILED) {
+  // Aligned, so that one huge page can back it.
+  void* mapped = MapAligned(kStagingBytes, kStagingBytes);
+  if (mapped == MAP_FAILED) {
     ThrowSyscallError(env, errno, "mmap", "cannot map moveIn's staging area");
     return false;
   }
-  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t aligned = (start + kStagingBytes - 1) & ~(kStagingBytes - 1);
-  if (aligned > start) munmap(raw, aligned - start);
-  if (start + span > aligned + kStagingBytes) {
-    munmap(reinterpret_cast<void*>(aligned + kStagingBytes), start + span - aligned - kStagingBytes);
-  }
-  uint8_t* staging = reinterpret_cast<uint8_t*>(aligned);
+  uint8_t* staging = static_cast<uint8_t*>(mapped);
   // Without a huge page the kernel backs it with small ones: slower, still correct. A child forked
   // while it holds pages would share them, and UFFDIO_MOVE refuses shared pages: the child never gets it.
   (void)madvise(staging, kStagingBytes, MADV_HUGEPAGE);
