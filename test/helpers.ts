@@ -24,6 +24,16 @@ export function fillPattern(view: Uint8Array, seed: number): void {
   }
 }
 
+/** What fn throws; fails the test if it returns. */
+export function caught(fn: () => unknown): any {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a throw');
+}
+
 export interface ChildResult {
   code: number | null;
   signal: NodeJS.Signals | null;

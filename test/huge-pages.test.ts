@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capabilities, loadNative, type UffdHandle } from '../lib/native';
-import { MiB, farmem, fillPattern } from './helpers';
+import { MiB, caught, farmem, fillPattern } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
 const PAGE = 4096;
@@ -39,15 +39,6 @@ function hugeBytesAt(address: number): number {
     if (match) return Number(match[1]) * 1024;
   }
   return 0;
-}
-
-function caught(fn: () => unknown): any {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
 }
 
 describe.skipIf(!offered)('moveIn', () => {

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FarmemError } from '../lib/errors';
+import { caught } from './helpers';
 import {
   capabilities,
   COPY_DONTWAKE,
@@ -53,15 +54,6 @@ function isMapped(address: number): boolean {
 
 function turn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-function caught(fn: () => unknown): any {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
 }
 
 /** Stderr of a child that ended cleanly: no abort, no libuv complaint. */
