@@ -26,15 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-// Linux 6.8 uapi, missing from older headers.
-#ifndef UFFD_FEATURE_MOVE
-#define UFFD_FEATURE_MOVE (1 << 16)
-struct uffdio_move {
-  __u64 dst, src, len, mode;
-  __s64 move;
-};
-#define UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct uffdio_move)
-#endif
+#include "uffd-move.h"
 
 #define PAGE 4096UL
 #define HUGE (2UL << 20)
