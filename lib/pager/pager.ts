@@ -823,7 +823,9 @@ export class Pager {
     const owner = region.records[record];
     // A block the answer asks for all of is brought whole, to land as one huge page, when its first page
     // comes up (a backward stream lists it as several chunks, nearest first).
-    const asked = region.blocks === null ? null : mergeRanges(ranges, region.pages);
+    let askedPages = 0;
+    for (const [, count] of ranges) askedPages += count;
+    const asked = region.blocks === null || askedPages < BLOCK_PAGES ? null : mergeRanges(ranges, region.pages);
     let triedBlock = -1;
     for (const [first, count] of ranges) {
       const start = Math.max(0, first);
@@ -1334,7 +1336,8 @@ export class Pager {
       if (blocks !== null && blocks[page >> BLOCK_SHIFT] === BlockState.Whole) (wholeStarts ??= new Set()).add(key - (page & BLOCK_MASK));
     }
     if (wholeStarts === null) return victims;
-    const extended = victims.filter((key) => !wholeStarts.has(key - ((key - Math.floor(key / KEY_SPAN) * KEY_SPAN) & BLOCK_MASK)));
+    // KEY_SPAN is a multiple of BLOCK_PAGES, so a key's block starts at key - key % BLOCK_PAGES.
+    const extended = victims.filter((key) => !wholeStarts.has(key - (key % BLOCK_PAGES)));
     for (const start of wholeStarts) for (let i = 0; i < BLOCK_PAGES; i++) extended.push(start + i);
     return extended;
   }
