@@ -2,9 +2,11 @@
 // real userfaultfd, then the pager on a real memory node. Skipped, with the reason, where the kernel lacks
 // UFFDIO_MOVE (Linux 6.8) or transparent huge pages.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capabilities, loadNative, type UffdHandle } from '../lib/native';
-import { MiB, caught, farmem, fillPattern } from './helpers';
+import { FIXTURES, MiB, caught, farmem, fillPattern } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
 const PAGE = 4096;
@@ -208,6 +210,46 @@ describe.skipIf(!offered)('regions with hugePages', () => {
       expect(after.equals(expected)).toBe(true);
     } finally {
       native.setMoveWindowWriteForTest(-1);
+      await region.free();
+      await fm.close();
+    }
+  });
+
+  it('keeps every write a second thread makes while scans land and evict whole blocks', async () => {
+    const fm = await FarMemory.open({ nodes: [node.address], localBudget: 16 * MiB });
+    const region = await fm.allocate(64 * MiB, { prefetch: 'readahead' });
+    try {
+      const words = new Uint32Array(region.buffer);
+      for (let i = 0; i < words.length; i++) words[i] = i;
+      await region.evict();
+      // The worker writes random odd words (lane 1 of 2) and records them over the initial values.
+      const expected = new Uint32Array(new SharedArrayBuffer(words.length * 2));
+      for (let slot = 0; slot < expected.length; slot++) expected[slot] = 2 * slot + 1;
+      const worker = new Worker(path.join(FIXTURES, 'random-writer.cjs'), {
+        workerData: { handle: region.handle(), expected: expected.buffer, lane: 1, lanes: 2, writes: 20_000, seed: 99 },
+      });
+      const done = new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      let scans = 0;
+      let finished = false;
+      void done.then(() => (finished = true));
+      while (!finished || scans < 3) {
+        let even = 0;
+        for (let i = 0; i < words.length; i += 2) even += words[i] === i ? 0 : 1;
+        expect(even).toBe(0);
+        scans++;
+        await new Promise((r) => setImmediate(r));
+      }
+      await done;
+      await worker.terminate();
+      expect(region.stats().hugeBlocks).toBeGreaterThan(0);
+      await region.evict();
+      let bad = 0;
+      for (let i = 0; i < words.length; i++) if (words[i] !== (i % 2 === 0 ? i : expected[(i - 1) / 2])) bad++;
+      expect(bad).toBe(0);
+    } finally {
       await region.free();
       await fm.close();
     }
