@@ -94,13 +94,17 @@ export interface NativeBinding {
   /** madvise(MADV_DONTNEED): the next access faults MISSING again. Works on a released mapping that a
    *  buffer still holds; returns false (dropping nothing) once the mapping is unmapped. */
   dropRange(address: number, length: number): boolean;
+  /** dropRange over the first `count` (address, length) pairs of `list`, as one batch: process_madvise
+   *  where the kernel allows it (6.13; from 6.16 one TLB flush for all), else madvise range by range.
+   *  Ranges no mapping holds any more are skipped; returns how many were dropped. */
+  dropRanges(list: Float64Array, count: number): number;
   /** memcpy out of a mapping (released or not, while still mapped; else FARMEM_REGION_FREED). The pages
    *  must be resident, or the caller faults (and, on the pager thread, waits for itself). */
   readOut(address: number, length: number, dst: Uint8Array, dstOffset: number): void;
   /** fn.apply(thisArg, args), or timedOutValue once fn has run past timeoutMs (interrupted as vm's
    *  `timeout` interrupts a script; stopped within about twice timeoutMs). What fn throws propagates. */
   callWithDeadline(timeoutMs: number, timedOutValue: unknown, fn: Function, thisArg: unknown, ...args: unknown[]): unknown;
-  /** Irreversibly restricts this thread: mapAttach, mapRelease, dropRange, readOut and Uffd.register
+  /** Irreversibly restricts this thread: mapAttach, mapRelease, dropRange(s), readOut and Uffd.register
    *  reach only mappings this thread (or thread `alsoReaches`) created, and new Uffd() is refused
    *  (FARMEM_ISOLATION). A coffer's bootstrap calls it, and so does its pager thread once open. */
   restrictEnv(alsoReaches?: number): void;
@@ -266,6 +270,7 @@ function wrap(raw: NativeBinding): NativeBinding {
     mapAttach: guarded(raw.mapAttach),
     mapRelease: guarded(raw.mapRelease),
     dropRange: guarded(raw.dropRange),
+    dropRanges: guarded(raw.dropRanges),
     readOut: guarded(raw.readOut),
     // Not guarded: what the called function throws is the caller's to see unchanged.
     callWithDeadline: raw.callWithDeadline,

@@ -3,8 +3,11 @@
 #include "mapping.h"
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -293,6 +296,105 @@ Napi::Value DropRange(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// A pidfd for this process, for process_madvise; -1 where pidfd_open is missing. Reopened after a fork.
+int SelfPidfd() {
+  static std::mutex mu;
+  static int fd = -1;
+  static pid_t owner = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  const pid_t pid = getpid();
+  if (owner != pid) {
+    // The inherited fd names the parent: it is left open (the parent's copy is not ours to close).
+    fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    owner = pid;
+  }
+  return fd;
+}
+
+constexpr size_t kMaxRangesPerCall = 1024;  // UIO_MAXIOV
+
+// Cleared the first time the kernel refuses process_madvise(MADV_DONTNEED) on this process (before 6.13).
+std::atomic<bool> vectored_drop{true};
+
+// MADV_DONTNEED over n ranges. One process_madvise call covers up to IOV_MAX of them, and the kernel
+// (6.16 on) flushes the TLB once for all of them instead of once a range: with the application on the other
+// CPU that flush is an IPI, tens of µs in a VM. Anything else falls back to madvise, range by range;
+// dropping a range twice is harmless. Returns 0 or the errno of the madvise that failed (*failed its index).
+int DropAll(const std::vector<iovec>& ranges, size_t* failed) {
+  size_t done = 0;
+  bool refused = false;
+  if (ranges.size() > 1 && vectored_drop.load(std::memory_order_relaxed)) {
+    const int pidfd = SelfPidfd();
+    refused = pidfd < 0;
+    while (!refused && done < ranges.size()) {
+      const size_t n = std::min<size_t>(ranges.size() - done, kMaxRangesPerCall);
+      size_t bytes = 0;
+      for (size_t i = done; i < done + n; i++) bytes += ranges[i].iov_len;
+      const long advised = syscall(SYS_process_madvise, pidfd, ranges.data() + done, n, MADV_DONTNEED, 0);
+      // ENOSYS, EPERM, or EINVAL from a kernel that refuses MADV_DONTNEED here (or from a bad range,
+      // which madvise below reports).
+      if (advised < 0 && (errno == ENOSYS || errno == EINVAL || errno == EPERM)) refused = true;
+      if (advised < 0 || static_cast<size_t>(advised) != bytes) break;  // the rest goes range by range
+      done += n;
+    }
+  }
+  for (size_t i = done; i < ranges.size(); i++) {
+    if (madvise(ranges[i].iov_base, ranges[i].iov_len, MADV_DONTNEED) != 0) {
+      *failed = i;
+      return errno;
+    }
+  }
+  // Every range was fine, so the refusal was the kernel's: do not ask again.
+  if (refused) vectored_drop.store(false, std::memory_order_relaxed);
+  return 0;
+}
+
+// dropRanges(list, count) -> number: dropRange over count (address, length) pairs of a Float64Array, in
+// one batch. Ranges no mapping holds any more are skipped; returns how many were dropped.
+Napi::Value DropRanges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint64_t page = PageSize();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    ThrowTypeError(env, "list must be a Float64Array of (address, length) pairs");
+    return Napi::Value();
+  }
+  Napi::Float64Array list = info[0].As<Napi::Float64Array>();
+  uint64_t count;
+  if (!ToUint(env, info[1], "count", &count)) return Napi::Value();
+  if (count * 2 > list.ElementLength()) {
+    ThrowRangeError(env, "count " + std::to_string(count) + " is more pairs than list holds (" +
+                             std::to_string(list.ElementLength() / 2) + ")");
+    return Napi::Value();
+  }
+  std::vector<MappingRef> held;  // held across the drop: no munmap under it
+  std::vector<iovec> ranges;
+  ranges.reserve(count);
+  for (uint64_t i = 0; i < count; i++) {
+    Napi::HandleScope scope(env);
+    uint64_t address, length;
+    if (!ToPageAddress(env, Napi::Number::New(env, list[2 * i]), "address", page, &address) ||
+        !ToPageLength(env, Napi::Number::New(env, list[2 * i + 1]), "length", page, &length)) {
+      return Napi::Value();
+    }
+    bool range_error;
+    MappingRef mapping = FindRange(env, address, length, &range_error);
+    if (range_error) return Napi::Value();
+    if (!mapping) continue;
+    if (!MayReach(env, mapping)) return Napi::Value();
+    if (held.empty() || held.back() != mapping) held.push_back(std::move(mapping));
+    ranges.push_back(iovec{reinterpret_cast<void*>(address), length});
+  }
+  size_t failed = 0;
+  const int err = DropAll(ranges, &failed);
+  if (err != 0) {
+    ThrowSyscallError(env, err, "madvise(MADV_DONTNEED)",
+                      "cannot drop " + std::to_string(ranges[failed].iov_len) + " bytes at " +
+                          Hex(reinterpret_cast<uintptr_t>(ranges[failed].iov_base)));
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, static_cast<double>(ranges.size()));
+}
+
 // readOut(address, length, dst, dstOffset): copies bytes out of a mapping
 // (released or not, while still mapped). A non-resident page faults: the pager
 // must only read pages it knows are present, or it waits for itself.
@@ -365,6 +467,7 @@ void RegisterMapping(Napi::Env env, Napi::Object exports) {
   exports.Set("mapAttach", Napi::Function::New(env, MapAttach, "mapAttach"));
   exports.Set("mapRelease", Napi::Function::New(env, MapRelease, "mapRelease"));
   exports.Set("dropRange", Napi::Function::New(env, DropRange, "dropRange"));
+  exports.Set("dropRanges", Napi::Function::New(env, DropRanges, "dropRanges"));
   exports.Set("readOut", Napi::Function::New(env, ReadOut, "readOut"));
   exports.Set("mappingCounts", Napi::Function::New(env, MappingCounts, "mappingCounts"));
 }

@@ -172,6 +172,7 @@ describe('isolation', () => {
     expect(await intruder.call('rawAddon', address)).toEqual({
       readOut: 'FARMEM_ISOLATION',
       dropRange: 'FARMEM_ISOLATION',
+      dropRanges: 'FARMEM_ISOLATION',
       mapAttach: 'FARMEM_ISOLATION',
       mapRelease: 'FARMEM_ISOLATION',
       uffd: 'FARMEM_ISOLATION',

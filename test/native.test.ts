@@ -192,6 +192,38 @@ describe('faults served from a pager worker', () => {
     expect(log.map((f) => f.address)).toEqual([r.address + PAGE, r.address + PAGE]);
   });
 
+  it('drops several ranges in one dropRanges() call, and only those fault again', async () => {
+    const r = await region(8, { missing: 'copy', seed: 11 });
+    for (let p = 0; p < 8; p++) expect(r.view[p * PAGE]).toBe(pattern(r.address + p * PAGE, 11)[0]);
+    expect((await pager.rpc('log')).length).toBe(8);
+    // Pages 1, 3-4 and 6; the last pair is not counted.
+    const list = new Float64Array([r.address + PAGE, PAGE, r.address + 3 * PAGE, 2 * PAGE, r.address + 6 * PAGE, PAGE, r.address, PAGE]);
+    expect(native.dropRanges(list, 3)).toBe(3);
+    await pager.rpc('plan', { plan: { missing: 'copy', seed: 12 } });
+    for (let p = 0; p < 8; p++) {
+      const seed = [1, 3, 4, 6].includes(p) ? 12 : 11;
+      expect(page(r.view, p)).toEqual(pattern(r.address + p * PAGE, seed));
+    }
+    const log: Fault[] = await pager.rpc('log');
+    expect(log.map((f) => (f.address - r.address) / PAGE)).toEqual([1, 3, 4, 6]);
+    expect(native.dropRanges(list, 0)).toBe(0);
+  });
+
+  it('refuses a bad dropRanges() list with a typed error, dropping nothing', async () => {
+    const r = await region(4, { missing: 'copy', seed: 13 });
+    expect(r.view[0] + r.view[PAGE]).toBe(pattern(r.address, 13)[0] + pattern(r.address + PAGE, 13)[0]);
+    expect((await pager.rpc('log')).length).toBe(2);
+    const list = (...values: number[]) => new Float64Array(values);
+    expect(caught(() => native.dropRanges([r.address, PAGE] as unknown as Float64Array, 1))).toBeInstanceOf(TypeError);
+    expect(caught(() => native.dropRanges(list(r.address, PAGE), 2))).toBeInstanceOf(RangeError);
+    // A bad pair after a good one: the good one is not dropped either.
+    expect(caught(() => native.dropRanges(list(r.address, PAGE, r.address + PAGE + 8, PAGE), 2))).toBeInstanceOf(RangeError);
+    expect(caught(() => native.dropRanges(list(r.address, PAGE, r.address + PAGE, 0), 2))).toBeInstanceOf(RangeError);
+    expect(caught(() => native.dropRanges(list(r.address, 5 * PAGE), 1))).toBeInstanceOf(RangeError); // past the end
+    expect(r.view[0] + r.view[PAGE]).toBe(pattern(r.address, 13)[0] + pattern(r.address + PAGE, 13)[0]);
+    expect(await pager.rpc('log')).toEqual([]);
+  });
+
   it('reads resident pages out with readOut(), on the pager thread and here', async () => {
     const r = await region(3, { missing: 'copy', seed: 6 });
     r.view[PAGE] = 77; // faults, then writes
@@ -425,6 +457,7 @@ describe('mappings across threads', () => {
     await turn();
     expect(isMapped(address)).toBe(false);
     expect(native.dropRange(address, PAGE)).toBe(false);
+    expect(native.dropRanges(new Float64Array([address, PAGE]), 1)).toBe(0);
     const error = caught(() => native.readOut(address, 1, new Uint8Array(1), 0));
     expect(error.code).toBe('FARMEM_REGION_FREED');
   });
