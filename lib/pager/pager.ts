@@ -13,6 +13,7 @@ import { PAGE_SIZE } from '../protocol';
 import { NoPrefetch } from '../policies';
 import { checkAnswer } from '../policies/check-answer';
 import { C, HISTOGRAM_OFFSET, bucketOf, prefetchAccounting, type PrefetchAccounting } from '../stats';
+import { DropBatch } from './drop-batch';
 import { TraceRecorder } from './trace-recorder';
 import { Transport, type NodeAddress } from '../transport/transport';
 import { LoopSpinner } from '../loop-spinner';
@@ -196,6 +197,8 @@ const enum Landing {
 
 export class Pager {
   private readonly native: NativeBinding;
+  /** Evictions drop their pages in one call (drop-batch.ts). */
+  private readonly drops: DropBatch;
   private uffd: UffdHandle | null = null;
   private readonly events: Float64Array;
   private readonly frames: FrameTable;
@@ -235,6 +238,7 @@ export class Pager {
     private readonly listener: PagerEvents,
   ) {
     this.native = loadNative();
+    this.drops = new DropBatch(this.native);
     this.events = new Float64Array(options.faultBatch * 3);
     const frameCount = Math.floor(options.localBudget / PAGE_SIZE);
     this.frames = new FrameTable(frameCount);
@@ -399,16 +403,21 @@ export class Pager {
   async evictRegion(id: number, first = 0, end = Infinity): Promise<void> {
     const region = this.mustRegion(id);
     const inRange = (p: number): boolean => p >= first && p < end;
-    this.writeBack(region, this.pagesInState(region, PageState.Dirty).filter(inRange), true);
-    this.dropClean(region, this.pagesInState(region, PageState.Clean).filter(inRange));
-    this.dropHeld(region, this.pagesInState(region, PageState.Held).filter(inRange));
-    const zeroMapped = this.pagesInState(region, PageState.ZeroMapped).filter(inRange);
-    const written = this.privatelyWritten(region, zeroMapped);
-    this.writeBack(region, zeroMapped.filter((_, i) => written[i] === 1), true);
-    forEachRun(zeroMapped.filter((_, i) => written[i] === 0), Infinity, Infinity, (first, count) => {
-      for (let p = first; p < first + count; p++) region.table.move(p, PageState.Untouched);
-      this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
-    });
+    this.drops.begin();
+    try {
+      this.writeBack(region, this.pagesInState(region, PageState.Dirty).filter(inRange), true);
+      this.dropClean(region, this.pagesInState(region, PageState.Clean).filter(inRange));
+      this.dropHeld(region, this.pagesInState(region, PageState.Held).filter(inRange));
+      const zeroMapped = this.pagesInState(region, PageState.ZeroMapped).filter(inRange);
+      const written = this.privatelyWritten(region, zeroMapped);
+      this.writeBack(region, zeroMapped.filter((_, i) => written[i] === 1), true);
+      forEachRun(zeroMapped.filter((_, i) => written[i] === 0), Infinity, Infinity, (first, count) => {
+        for (let p = first; p < first + count; p++) region.table.move(p, PageState.Untouched);
+        this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
+      });
+    } finally {
+      this.drops.end();
+    }
     this.publish(region);
     await this.whenWritten(region);
   }
@@ -1292,7 +1301,16 @@ export class Pager {
     if (victims.length === 0) return;
     if (this.maxAssemblies > 0) victims = this.wholeBlocksOf(victims);
     victims.sort((a, b) => a - b);
-    // Group by region, then hand dirty and clean pages to their paths.
+    this.drops.begin();
+    try {
+      this.dropVictims(victims);
+    } finally {
+      this.drops.end();
+    }
+  }
+
+  /** Victims (sorted keys) grouped by region and handed to the dirty, clean and held paths. */
+  private dropVictims(victims: number[]): void {
     let i = 0;
     while (i < victims.length) {
       const regionId = Math.floor(victims[i] / KEY_SPAN);
@@ -1353,7 +1371,7 @@ export class Pager {
         table.frame[p] = -1;
       }
       this.splitBlocks(region, first, first + count - 1);
-      this.native.dropRange(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
+      this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
       region.stats[C.evictions] += count;
     });
   }
@@ -1388,7 +1406,7 @@ export class Pager {
       for (let p = first; p < first + count; p++) table.move(p, drop ? PageState.Evicting : PageState.Clean);
       this.uffd!.writeProtect(address, length, true, true);
       this.native.readOut(address, length, data, 0);
-      if (drop) this.native.dropRange(address, length);
+      if (drop) this.drops.drop(address, length);
       const copies: WriteCopy[] = [];
       for (let k = 0; k < count; k++) {
         const p = first + k;
