@@ -25,6 +25,7 @@ export const REGION_COUNTERS = [
   'prefetchSampledUnused', // held pages evicted untouched
   'policyErrors', // policies or guides that misbehaved and were replaced by 'none'
   'hugeBlocks', // whole 2 MiB blocks landed by one move (hugePages)
+  'protectCalls', // UFFDIO_WRITEPROTECT calls that took write access away for a write-back (each flushes the TLB)
 ] as const;
 export type RegionCounter = (typeof REGION_COUNTERS)[number];
 
@@ -94,6 +95,8 @@ export interface RegionStats {
   policyErrors: number;
   /** Whole 2 MiB blocks that landed as one move (the hugePages option): a transparent huge page where the kernel had one. */
   hugeBlocks: number;
+  /** Calls that write-protected dirty pages for their write-back: one may span many pages, and each flushes the TLB. */
+  protectCalls: number;
 }
 
 /**
@@ -177,6 +180,7 @@ export function readRegionStats(data: Float64Array, pageSize: number): RegionSta
     ),
     policyErrors: data[C.policyErrors],
     hugeBlocks: data[C.hugeBlocks],
+    protectCalls: data[C.protectCalls],
   };
 }
 

@@ -64,6 +64,36 @@ describe('Region', () => {
     await region.free();
   });
 
+  it('write-protects scattered dirty pages for their write-back in few calls, never across a zero page', async () => {
+    const region = await fm.allocate(1 * MiB, { prefetch: 'none' });
+    const words = new Uint32Array(region.buffer);
+    const PAGE_WORDS = 1024;
+    const written: number[] = [];
+    // Pages 0, 4, ..., 124: nothing is mapped between them, so one call protects them all (and page 128).
+    for (let p = 0; p < 128; p += 4) written.push(p);
+    // Pages 128, 132, ..., 252, each with a zero page read two pages on: each needs a call of its own,
+    // since a zero page may have been written privately by another thread.
+    for (let p = 128; p < 256; p += 4) {
+      written.push(p);
+      expect(words[(p + 2) * PAGE_WORDS]).toBe(0);
+    }
+    for (const p of written) words[p * PAGE_WORDS] = p + 1;
+    const before = region.stats();
+    await region.flush();
+    const after = region.stats();
+    expect(after.dirtyBytes).toBe(0);
+    expect(after.writebacks - before.writebacks).toBe(64);
+    expect(after.protectCalls - before.protectCalls).toBe(1 + 31);
+    // Protected, in a span and alone: the next write to each faults.
+    words[64 * PAGE_WORDS + 1] = 7;
+    words[200 * PAGE_WORDS + 1] = 8;
+    expect(region.stats().writeFaults - after.writeFaults).toBe(2);
+    await region.evict();
+    for (const p of written) expect(words[p * PAGE_WORDS]).toBe(p + 1);
+    expect([words[64 * PAGE_WORDS + 1], words[200 * PAGE_WORDS + 1], words[130 * PAGE_WORDS]]).toEqual([7, 8, 0]);
+    await region.free();
+  });
+
   it('installs fetched pages write-protected: the first write is seen, then the page is dirty', async () => {
     const region = await fm.allocate(64 * 1024, { prefetch: 'none' });
     const bytes = new Uint8Array(region.buffer);

@@ -123,6 +123,8 @@ const PASS_STREAMS = 8;
 const PASS_SPAN = 2048;
 /** Clean pages made writable at once ahead of a sequential writer (see onWriteProtectFault). */
 const WRITE_AROUND_PAGES = 64;
+/** How far apart (in pages) two dirty pages of one write-back may lie and still be protected by one call. */
+const MAX_PROTECT_GAP = 64;
 /** A block: the aligned 2 MiB that one transparent huge page maps (hugePages). Regions are 2 MiB aligned. */
 const BLOCK_SHIFT = 9;
 const BLOCK_PAGES = 1 << BLOCK_SHIFT;
@@ -1398,13 +1400,13 @@ export class Pager {
   private writeBack(region: PagerRegion, pages: number[], drop: boolean): void {
     if (pages.length === 0) return;
     const table = region.table;
+    // Checked first: reading out a page that is not resident would block this thread on itself.
+    for (const p of pages) table.move(p, drop ? PageState.Evicting : PageState.Clean);
+    this.protectSpans(region, pages);
     forEachRun(pages, this.transport.splitPages, this.options.maxRequestPages, (first, count) => {
       const address = region.base + first * PAGE_SIZE;
       const length = count * PAGE_SIZE;
       const data = Buffer.allocUnsafe(length);
-      // Checked first: reading out a page that is not resident would block this thread on itself.
-      for (let p = first; p < first + count; p++) table.move(p, drop ? PageState.Evicting : PageState.Clean);
-      this.uffd!.writeProtect(address, length, true, true);
       this.native.readOut(address, length, data, 0);
       if (drop) this.drops.drop(address, length);
       const copies: WriteCopy[] = [];
@@ -1443,6 +1445,39 @@ export class Pager {
         if (region.writesInFlight === 0) this.settleFlush(region);
       });
     });
+  }
+
+  /**
+   * Write-protects `pages` (sorted, just moved out of Dirty) in as few UFFDIO_WRITEPROTECT calls as it
+   * can: each call that takes write access away flushes the TLB, an IPI to the application's CPU. One call
+   * spans two of the pages when every page between them is already protected or not mapped, and no part
+   * of a whole huge page (protecting part of one would split it).
+   */
+  private protectSpans(region: PagerRegion, pages: number[]): void {
+    const table = region.table;
+    const blocks = region.blocks;
+    const protectable = (first: number, end: number): boolean => {
+      for (let p = first; p < end; p++) {
+        const state = table.get(p);
+        // Dirty (writable) and ZeroMapped (maybe written privately, unknown to us) must stay as they are.
+        if (state === PageState.Dirty || state === PageState.ZeroMapped) return false;
+        if (blocks !== null && blocks[p >> BLOCK_SHIFT] === BlockState.Whole) return false;
+      }
+      return true;
+    };
+    let start = pages[0];
+    let end = start + 1;
+    for (let i = 1; i <= pages.length; i++) {
+      const page = i < pages.length ? pages[i] : -1;
+      if (page >= end && page - end <= MAX_PROTECT_GAP && protectable(end, page)) {
+        end = page + 1;
+        continue;
+      }
+      this.uffd!.writeProtect(region.base + start * PAGE_SIZE, (end - start) * PAGE_SIZE, true, true);
+      region.stats[C.protectCalls]++;
+      start = page;
+      end = page + 1;
+    }
   }
 
   private whenWritten(region: PagerRegion): Promise<void> {
