@@ -316,7 +316,7 @@ constexpr size_t kMaxRangesPerCall = 1024;  // UIO_MAXIOV
 // Cleared the first time the kernel refuses process_madvise(MADV_DONTNEED) on this process (before 6.13).
 std::atomic<bool> vectored_drop{true};
 
-// MADV_DONTNEED over n ranges. One process_madvise call covers up to IOV_MAX of them, and the kernel
+// MADV_DONTNEED over n ranges. One process_madvise call covers up to kMaxRangesPerCall, and the kernel
 // (6.16 on) flushes the TLB once for all of them instead of once a range: with the application on the other
 // CPU that flush is an IPI, tens of µs in a VM. Anything else falls back to madvise, range by range;
 // dropping a range twice is harmless. Returns 0 or the errno of the madvise that failed (*failed its index).
