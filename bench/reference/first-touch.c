@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reference.h"
 #include "uffd-move.h"
 
 #define PAGE 4096UL
@@ -35,17 +36,6 @@
 
 static char *region;
 static volatile double sink;
-
-static void die(const char *what) {
-  fprintf(stderr, "first-touch: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static char *aligned_map(size_t length) {
   char *raw = mmap(NULL, length + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -68,18 +58,6 @@ static double timed_read(void) {
   if (pthread_create(&reader, NULL, read_region, NULL) != 0) die("pthread_create");
   pthread_join(reader, NULL);
   return now() - start;
-}
-
-static int compare(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *values, int n) {
-  double sorted[MAX_ROUNDS];
-  memcpy(sorted, values, n * sizeof(double));
-  qsort(sorted, n, sizeof(double), compare);
-  return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
 int main(int argc, char **argv) {

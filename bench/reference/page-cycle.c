@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reference.h"
 #include "uffd-move.h"
 
 #define PAGE 4096UL
@@ -44,17 +45,6 @@ static const char *const MODE_NAMES[] = {"copy", "move", "move-wp", "move-hash"}
 static int uffd;
 static atomic_int stop_spinning;
 static volatile uint64_t hash_sink;
-
-static void die(const char *what) {
-  fprintf(stderr, "page-cycle: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 // The other CPU: keeps this mm live there, as the application thread would.
 static void *spin(void *unused) {

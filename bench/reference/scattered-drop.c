@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reference.h"
+
 #define PAGE 4096UL
 #define PAGES 8192
 #define DROPS 2048
@@ -32,17 +34,6 @@ static char *area;
 static volatile int stop;
 static volatile long sink;
 
-static void die(const char *what) {
-  fprintf(stderr, "scattered-drop: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static double now_us(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
-}
-
 // The application: reads one word of every 64th page, round and round.
 static void *reader(void *unused) {
   (void)unused;
@@ -51,18 +42,6 @@ static void *reader(void *unused) {
     for (unsigned long p = 0; p < PAGES; p += 64) sum += area[p * PAGE];
   sink = sum;
   return NULL;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  double sorted[MAX_ROUNDS];
-  memcpy(sorted, v, n * sizeof(double));
-  qsort(sorted, n, sizeof(double), cmp);
-  return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
 static void print_rounds(const char *name, double *v, int n) {
@@ -106,7 +85,7 @@ int main(int argc, char **argv) {
   for (int r = 0; r < rounds; r++) {
     for (int mode = 0; mode < 2; mode++) {
       memset(area, 1, PAGES * PAGE);
-      double t0 = now_us();
+      double t0 = now();
       if (mode == 0) {
         for (int i = 0; i < DROPS; i++)
           if (madvise(area + order[i] * PAGE, PAGE, MADV_DONTNEED) != 0) die("madvise");
@@ -119,7 +98,7 @@ int main(int argc, char **argv) {
           }
         }
       }
-      (mode == 0 ? each : batched)[r] = (now_us() - t0) / DROPS;
+      (mode == 0 ? each : batched)[r] = (now() - t0) * 1e6 / DROPS;
     }
   }
   stop = 1;
