@@ -271,26 +271,43 @@ MappingRef FindRange(Napi::Env env, uint64_t address, uint64_t length, bool* ran
   return mapping;
 }
 
-// dropRange(address, length) -> boolean: the next access to these pages
-// faults MISSING again. Works on a released mapping some buffer still holds;
-// answers false, dropping nothing, once no mapping holds the range any more
-// (the pages are gone already, and the address may belong to someone else).
-Napi::Value DropRange(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// A range to drop, given as JS values: page-aligned, inside one mapping this env may reach. False with
+// a JS exception pending when it is not; true with *mapping null when no mapping holds it any more (the
+// pages are gone already, and the address may belong to someone else). The caller holds *mapping
+// across the madvise, so that no munmap happens under it.
+bool ToDroppableRange(Napi::Env env, Napi::Value address_value, Napi::Value length_value, iovec* range,
+                      MappingRef* mapping) {
   const uint64_t page = PageSize();
   uint64_t address, length;
-  if (!ToPageAddress(env, info[0], "address", page, &address) ||
-      !ToPageLength(env, info[1], "length", page, &length)) {
-    return Napi::Value();
+  if (!ToPageAddress(env, address_value, "address", page, &address) ||
+      !ToPageLength(env, length_value, "length", page, &length)) {
+    return false;
   }
   bool range_error;
-  MappingRef mapping = FindRange(env, address, length, &range_error);  // held across madvise: no munmap under it
-  if (range_error) return Napi::Value();
+  *mapping = FindRange(env, address, length, &range_error);
+  if (range_error) return false;
+  if (*mapping && !MayReach(env, *mapping)) return false;
+  *range = iovec{reinterpret_cast<void*>(address), length};
+  return true;
+}
+
+void ThrowDropError(napi_env env, int err, const iovec& range) {
+  ThrowSyscallError(env, err, "madvise(MADV_DONTNEED)",
+                    "cannot drop " + std::to_string(range.iov_len) + " bytes at " +
+                        Hex(reinterpret_cast<uintptr_t>(range.iov_base)));
+}
+
+// dropRange(address, length) -> boolean: the next access to these pages
+// faults MISSING again. Works on a released mapping some buffer still holds;
+// answers false, dropping nothing, once no mapping holds the range any more.
+Napi::Value DropRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  iovec range;
+  MappingRef mapping;
+  if (!ToDroppableRange(env, info[0], info[1], &range, &mapping)) return Napi::Value();
   if (!mapping) return Napi::Boolean::New(env, false);
-  if (!MayReach(env, mapping)) return Napi::Value();
-  if (madvise(reinterpret_cast<void*>(address), length, MADV_DONTNEED) != 0) {
-    ThrowSyscallError(env, errno, "madvise(MADV_DONTNEED)",
-                      "cannot drop " + std::to_string(length) + " bytes at " + Hex(address));
+  if (madvise(range.iov_base, range.iov_len, MADV_DONTNEED) != 0) {
+    ThrowDropError(env, errno, range);
     return Napi::Value();
   }
   return Napi::Boolean::New(env, true);
@@ -353,7 +370,6 @@ int DropAll(const std::vector<iovec>& ranges, size_t* failed) {
 // one batch. Ranges no mapping holds any more are skipped; returns how many were dropped.
 Napi::Value DropRanges(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const uint64_t page = PageSize();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
     ThrowTypeError(env, "list must be a Float64Array of (address, length) pairs");
     return Napi::Value();
@@ -371,25 +387,20 @@ Napi::Value DropRanges(const Napi::CallbackInfo& info) {
   ranges.reserve(count);
   for (uint64_t i = 0; i < count; i++) {
     Napi::HandleScope scope(env);
-    uint64_t address, length;
-    if (!ToPageAddress(env, Napi::Number::New(env, list[2 * i]), "address", page, &address) ||
-        !ToPageLength(env, Napi::Number::New(env, list[2 * i + 1]), "length", page, &length)) {
+    iovec range;
+    MappingRef mapping;
+    if (!ToDroppableRange(env, Napi::Number::New(env, list[2 * i]), Napi::Number::New(env, list[2 * i + 1]),
+                          &range, &mapping)) {
       return Napi::Value();
     }
-    bool range_error;
-    MappingRef mapping = FindRange(env, address, length, &range_error);
-    if (range_error) return Napi::Value();
     if (!mapping) continue;
-    if (!MayReach(env, mapping)) return Napi::Value();
     if (held.empty() || held.back() != mapping) held.push_back(std::move(mapping));
-    ranges.push_back(iovec{reinterpret_cast<void*>(address), length});
+    ranges.push_back(range);
   }
   size_t failed = 0;
   const int err = DropAll(ranges, &failed);
   if (err != 0) {
-    ThrowSyscallError(env, err, "madvise(MADV_DONTNEED)",
-                      "cannot drop " + std::to_string(ranges[failed].iov_len) + " bytes at " +
-                          Hex(reinterpret_cast<uintptr_t>(ranges[failed].iov_base)));
+    ThrowDropError(env, err, ranges[failed]);
     return Napi::Value();
   }
   return Napi::Number::New(env, static_cast<double>(ranges.size()));
