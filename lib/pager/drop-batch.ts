@@ -3,8 +3,8 @@ import type { NativeBinding } from '../native';
 /**
  * MADV_DONTNEED of the pages one eviction pass lets go, made in one call at the end of the pass. Each
  * madvise that unmaps pages flushes the TLB of every CPU the process runs on; with the application on the
- * other CPU that is an IPI, which costs tens of µs in a VM, so dropping scattered pages one range at a time
- * cost more than fetching them. Outside begin()/end() a drop is made at once.
+ * other CPU that is an IPI, so dropping scattered pages one range at a time cost about 50 µs a page in this
+ * project's VM (bench/reference/scattered-drop). Every drop belongs to a pass: begin() ... end().
  *
  * Pager thread only. A pass is synchronous, so no fault is served and no page lands between a page's
  * drop being queued and made.
@@ -14,7 +14,7 @@ export class DropBatch {
   private count = 0;
   private depth = 0;
 
-  constructor(private readonly native: Pick<NativeBinding, 'dropRange' | 'dropRanges'>) {}
+  constructor(private readonly native: Pick<NativeBinding, 'dropRanges'>) {}
 
   begin(): void {
     this.depth++;
@@ -29,10 +29,8 @@ export class DropBatch {
   }
 
   drop(address: number, length: number): void {
-    if (this.depth === 0) {
-      this.native.dropRange(address, length);
-      return;
-    }
+    // Queued outside a pass, it would stay mapped while the page table says it is gone.
+    if (this.depth === 0) throw new Error('DropBatch.drop() outside begin()/end() (a pager bug: please report it)');
     const last = 2 * (this.count - 1);
     if (this.count > 0 && this.list[last] + this.list[last + 1] === address) {
       this.list[last + 1] += length;
