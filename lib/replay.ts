@@ -21,7 +21,8 @@ export interface SimulateOptions {
   /**
    * Call the policy (prefetchHit true) on the first use of each prefetched page, as the pager does for a
    * page it still holds or is bringing. Default true. False models pages mapped on arrival, which are
-   * read without a fault: the policy then sees only demand faults. A region is between the two.
+   * read without a fault: the policy then sees only demand faults, and its events' prefetchUsed stays 0.
+   * A region is between the two.
    */
   notifyPrefetchHits?: boolean;
 }
@@ -204,8 +205,9 @@ function run(trace: Trace, policy: PrefetchPolicy, model: Model): ReplayResult {
       unusedPrefetch[frame] = 0;
       unusedResident--;
       prefetchUsed++;
-      usedSinceCall++;
+      // Unseen when mapped on arrival: the pager learns of a use only from a fault.
       if (!model.notifyPrefetchHits || error !== undefined) continue;
+      usedSinceCall++;
       ranges = ask(i, page, true);
     } else {
       faults++;
