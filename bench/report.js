@@ -421,6 +421,7 @@ function residencySection(data, budgets) {
         if (swap.cgroup.uncalibratedAfterOomKill) swapText += ', limit not steered (retry after an OOM kill)';
         else if (offTarget) swapText += `, off target after ${timed.length} timed tries`;
         else if (calibration && !calibration.converged) swapText += ', not converged';
+        if (swap.cgroup.pageClusterAfterOomKill !== undefined) swapText += `, page-cluster ${swap.cgroup.pageClusterAfterOomKill} (retry after an OOM kill)`;
       }
       const values = farmem.map((r) => r.residentBytes);
       const low = values.length ? share(Math.min(...values)) : null;

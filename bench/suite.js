@@ -79,6 +79,19 @@ function runCell(argv, what) {
   });
 }
 
+const PAGE_CLUSTER = '/proc/sys/vm/page-cluster';
+
+/** Runs fn with /proc/sys/vm/page-cluster (log2 of the pages a swap-in reads ahead) set to `value`. */
+async function withPageCluster(value, fn) {
+  const before = fs.readFileSync(PAGE_CLUSTER, 'utf8').trim();
+  fs.writeFileSync(PAGE_CLUSTER, String(value));
+  try {
+    return await fn();
+  } finally {
+    fs.writeFileSync(PAGE_CLUSTER, before);
+  }
+}
+
 async function runSwapCell(prepared, argv, budgetBytes, what) {
   const attempt = (slack, calibrate) => kernelSwap.runInCgroup(prepared, {
     argv: [CELL, ...argv],
@@ -89,20 +102,27 @@ async function runSwapCell(prepared, argv, budgetBytes, what) {
   });
   let slack = SWAP_SLACK_BYTES;
   let calibrate = true;
+  let pageCluster = null; // the host's
   let r = await attempt(slack, calibrate);
-  // Under a tight limit the memory cgroup's reclaim can give up and OOM-kill: every page it holds is on
-  // the active list, most of them in the swap cache. One more try with three times the slack and the
-  // limit left there (swap then keeps more than the budget resident, as the results record), then say so.
+  // Under a tight limit cgroup v1's reclaim can give up and OOM-kill: every page it holds is on the active
+  // list, most of them in the swap cache, charged by swap-in readahead. The second try is at the same
+  // budget, still steered, with no swap-in readahead (page-cluster 0). A third has three times the slack
+  // and the limit left there (swap then keeps more than the budget resident, as the results record).
+  if (r.oomKilled) {
+    pageCluster = 0;
+    r = await withPageCluster(pageCluster, () => attempt(slack, calibrate));
+  }
   if (r.oomKilled) {
     slack *= 3;
     calibrate = false;
-    r = await attempt(slack, calibrate);
+    r = await withPageCluster(pageCluster, () => attempt(slack, calibrate));
   }
-  if (r.oomKilled) throw new Error(`${what}: killed twice by the cgroup's OOM killer (its reclaim gave up)`);
+  if (r.oomKilled) throw new Error(`${what}: killed three times by the cgroup's OOM killer (its reclaim gave up)`);
   if (r.code !== 0) throw new Error(`${what} failed (${r.code ?? r.signal})`);
   const out = cellResult(r.stdout, what);
   if (out.cgroup) {
     out.cgroup.slackBytes = slack;
+    if (pageCluster !== null) out.cgroup.pageClusterAfterOomKill = pageCluster;
     if (!calibrate) out.cgroup.uncalibratedAfterOomKill = true;
   }
   return out;

@@ -65,7 +65,16 @@ function fixture(swapAvailable = true) {
           ...swap(1, 1),
           { system: 'farmem', label: 'none', budget: 0.25, seconds: [], error: 'cell timed out' },
           run('farmem', 'readahead', 0.25, 2.5),
-          ...swap(0.25, 20),
+          // Its first try OOM-killed; the second, steered as usual, had no swap-in readahead.
+          ...swap(0.25, 20).map((r) => ({
+            ...r,
+            cgroup: {
+              workingSet: { sizeBytes: 1e8, residentBytes: 2.5e7, swappedBytes: 7.5e7 },
+              timed: [{ limitBytes: 4e7, startResidentBytes: 2.4e7, endResidentBytes: 2.6e7 }],
+              calibration: { converged: true },
+              pageClusterAfterOomKill: 0,
+            },
+          })),
         ],
       },
     ],
@@ -133,6 +142,7 @@ describe('bench/report.js', () => {
     expect(md).toContain('`columns`: not in this run.');
     expect(md).toContain('`scan`: 5.00 GB/s (readahead)'); // 1e9 B / 0.2 s
     expect(md).toContain('60% is 1.20 GB/s; reached: yes.');
+    expect(md).toContain('| Quicksort | 25% | 25% (24% → 26%), page-cluster 0 (retry after an OOM kill) |');
   });
 
   it('replaces its section on a second run rather than adding another', async () => {
