@@ -37,9 +37,10 @@ export class FrameTable {
   private readonly ringEpoch: Uint32Array;
   private ringHead = 0;
   private ringCount = 0;
-  // Frames a stream has passed, newest on top. Evicting the newest first keeps the oldest part of a
-  // scan resident, so a scan that repeats over more than the budget still hits on that part
-  // (a cyclic scan under FIFO or LRU misses on every page). Entries go stale like the ring's.
+  // Frames a stream has passed, newest on top: evicting the newest first is meant to keep the oldest
+  // part of a repeating scan resident. It does not yet: hits 1,000 or more pages apart learn of passed
+  // pages too late, and the ring's oldest, that part, make up the rest (see docs/benchmark.md, 2026-12-03).
+  // Entries go stale like the ring's.
   private readonly passedFrame: Int32Array;
   private readonly passedEpoch: Uint32Array;
   private passedTop = 0;
