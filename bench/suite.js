@@ -79,19 +79,6 @@ function runCell(argv, what) {
   });
 }
 
-const PAGE_CLUSTER = '/proc/sys/vm/page-cluster';
-
-/** Runs fn with /proc/sys/vm/page-cluster (log2 of the pages a swap-in reads ahead) set to `value`. */
-async function withPageCluster(value, fn) {
-  const before = fs.readFileSync(PAGE_CLUSTER, 'utf8').trim();
-  fs.writeFileSync(PAGE_CLUSTER, String(value));
-  try {
-    return await fn();
-  } finally {
-    fs.writeFileSync(PAGE_CLUSTER, before);
-  }
-}
-
 async function runSwapCell(prepared, argv, budgetBytes, what) {
   const attempt = (slack, calibrate) => kernelSwap.runInCgroup(prepared, {
     argv: [CELL, ...argv],
@@ -110,12 +97,12 @@ async function runSwapCell(prepared, argv, budgetBytes, what) {
   // and the limit left there (swap then keeps more than the budget resident, as the results record).
   if (r.oomKilled) {
     pageCluster = 0;
-    r = await withPageCluster(pageCluster, () => attempt(slack, calibrate));
+    r = await kernelSwap.withPageCluster(pageCluster, () => attempt(slack, calibrate));
   }
   if (r.oomKilled) {
     slack *= 3;
     calibrate = false;
-    r = await withPageCluster(pageCluster, () => attempt(slack, calibrate));
+    r = await kernelSwap.withPageCluster(pageCluster, () => attempt(slack, calibrate));
   }
   if (r.oomKilled) throw new Error(`${what}: killed three times by the cgroup's OOM killer (its reclaim gave up)`);
   if (r.code !== 0) throw new Error(`${what} failed (${r.code ?? r.signal})`);

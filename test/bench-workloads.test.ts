@@ -176,6 +176,40 @@ describe('farmem bench', () => {
     }
   });
 
+  it("sets vm.page-cluster for a swap cell's retry and puts the host's back, also when the run dies of a signal", async (context) => {
+    if (process.getuid?.() !== 0) context.skip();
+    const PAGE_CLUSTER = '/proc/sys/vm/page-cluster';
+    const host = fs.readFileSync(PAGE_CLUSTER, 'utf8').trim();
+    const other = host === '0' ? '1' : '0';
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { withPageCluster } = require('../bench/apps/kernel-swap.js') as {
+      withPageCluster<T>(value: number | null, fn: () => Promise<T>): Promise<T>;
+    };
+    const read = () => fs.readFileSync(PAGE_CLUSTER, 'utf8').trim();
+    expect(await withPageCluster(Number(other), async () => read())).toBe(other);
+    expect(read()).toBe(host);
+    await expect(withPageCluster(Number(other), async () => { throw new Error('cell failed'); })).rejects.toThrow('cell failed');
+    expect(read()).toBe(host);
+    expect(await withPageCluster(null, async () => read())).toBe(host);
+
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'farmem-page-cluster-'));
+    try {
+      const script = path.join(dir, 'die.cjs');
+      fs.writeFileSync(
+        script,
+        `const { withPageCluster } = require(${JSON.stringify(path.join(ROOT, 'bench/apps/kernel-swap.js'))});\n` +
+          `setInterval(() => {}, 1000);\n` +
+          `withPageCluster(${other}, () => { console.log(require('fs').readFileSync('${PAGE_CLUSTER}', 'utf8').trim()); process.kill(process.pid, 'SIGTERM'); return new Promise(() => {}); });\n`,
+      );
+      const result = await runChild(script);
+      expect(result.stdout.trim()).toBe(other);
+      expect(result.signal).toBe('SIGTERM');
+      expect(read()).toBe(host);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('measures how much of a buffer is resident, which the swap harness steers its cgroup limit by', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { workingSetResidentBytes } = require('../bench/apps/kernel-swap.js') as {

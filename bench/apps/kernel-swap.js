@@ -18,7 +18,8 @@ const NOT_ROOT =
   'run the bench as root (sudo npx farmem bench) to include it';
 
 // What this process has set up and must undo, also from the exit/signal handlers.
-const owned = { swapFiles: new Set(), cgroups: new Set(), children: new Set() };
+// pageCluster: the host's vm.page-cluster while withPageCluster has changed it, else null.
+const owned = { swapFiles: new Set(), cgroups: new Set(), children: new Set(), pageCluster: null };
 let handlersInstalled = false;
 let cgroupCounter = 0;
 const internals = new WeakMap(); // prepared object -> { hierarchy, swapFile, cgroups, cleaned }
@@ -170,8 +171,9 @@ function removeCgroupSync(dir) {
   return false;
 }
 
-/** Best-effort synchronous teardown, for 'exit' and signals: kill children, drop cgroups, swapoff. */
+/** Best-effort synchronous teardown, for 'exit' and signals: kill children, drop cgroups, swapoff, page-cluster back. */
 function teardownSync() {
+  restorePageClusterSync();
   for (const child of owned.children) {
     try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
   }
@@ -198,7 +200,7 @@ function installHandlers() {
 }
 
 function uninstallHandlersIfIdle() {
-  if (!handlersInstalled || owned.swapFiles.size || owned.cgroups.size || owned.children.size) return;
+  if (!handlersInstalled || owned.swapFiles.size || owned.cgroups.size || owned.children.size || owned.pageCluster !== null) return;
   handlersInstalled = false;
   process.removeListener('exit', teardownSync);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.removeListener(signal, onSignal);
@@ -620,7 +622,33 @@ function workingSetResidentBytes(bytes, range = null) {
   return { sizeBytes: best.sizeBytes, residentBytes: present * 4096, swappedBytes: swapped * 4096 };
 }
 
+const PAGE_CLUSTER = '/proc/sys/vm/page-cluster';
+
+function restorePageClusterSync() {
+  if (owned.pageCluster === null) return;
+  try { fs.writeFileSync(PAGE_CLUSTER, owned.pageCluster); } catch { /* leave it */ }
+  owned.pageCluster = null;
+}
+
+/**
+ * Runs fn with vm.page-cluster (log2 of the pages a swap-in reads ahead) at `value`; the host's value
+ * comes back after, also on exit and on a signal. Needs root. null: fn runs with the host's.
+ */
+async function withPageCluster(value, fn) {
+  if (value === null) return fn();
+  if (owned.pageCluster !== null) throw new Error('withPageCluster: already changed');
+  owned.pageCluster = fs.readFileSync(PAGE_CLUSTER, 'utf8').trim();
+  installHandlers();
+  try {
+    fs.writeFileSync(PAGE_CLUSTER, String(value));
+    return await fn();
+  } finally {
+    restorePageClusterSync();
+    uninstallHandlersIfIdle();
+  }
+}
+
 module.exports = {
-  prepareKernelSwap, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit,
+  prepareKernelSwap, withPageCluster, runInCgroup, cgroupUsageBytes, limitCgroup, swapCounters, enterLimit, calibrateLimit, moveLimit,
   currentLimitBytes, onTarget, allocateWorkingSet, workingSetResidentBytes,
 };
