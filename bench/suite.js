@@ -92,9 +92,10 @@ async function runSwapCell(prepared, argv, budgetBytes, what) {
   let pageCluster = null; // the host's
   let r = await attempt(slack, calibrate);
   // Under a tight limit cgroup v1's reclaim can give up and OOM-kill: every page it holds is on the active
-  // list, most of them in the swap cache, charged by swap-in readahead. The second try is at the same
-  // budget, still steered, with no swap-in readahead (page-cluster 0). A third has three times the slack
-  // and the limit left there (swap then keeps more than the budget resident, as the results record).
+  // list, most of them in the swap cache. The second try is at the same budget, still steered, with no
+  // swap-in readahead (page-cluster 0), which charges pages nobody asked for: kv survived that way here,
+  // quicksort did not. A third has three times the slack and the limit left there (swap then keeps more
+  // than the budget resident, as the results record).
   if (r.oomKilled) {
     pageCluster = 0;
     r = await kernelSwap.withPageCluster(pageCluster, () => attempt(slack, calibrate));
