@@ -4,6 +4,7 @@ const { spawn } = require('node:child_process');
 const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
+const { onCpus } = require('./cpus');
 
 const ROOT = path.join(__dirname, '..');
 const MiB = 1 << 20;
@@ -21,9 +22,10 @@ function median(values) {
   return percentile([...values].sort((a, b) => a - b), 50);
 }
 
-/** Starts `farmem node` in a child process; resolves { address, port, stop() }. */
-function startNodeProcess(capacity = '2GiB', extraArgs = []) {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/farmem.js'), 'node', '--port', '0', '--capacity', capacity, ...extraArgs], {
+/** Starts `farmem node` in a child process (on `cpus`, a taskset list, if given); resolves { address, port, stop() }. */
+function startNodeProcess(capacity = '2GiB', extraArgs = [], { cpus = null } = {}) {
+  const [command, argv] = onCpus(cpus, process.execPath, [path.join(ROOT, 'bin/farmem.js'), 'node', '--port', '0', '--capacity', capacity, ...extraArgs]);
+  const child = spawn(command, argv, {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {

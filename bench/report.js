@@ -8,6 +8,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { budgetBytes } = require('./apps/workloads');
 const { onTarget } = require('./apps/kernel-swap');
+const { describePlacement } = require('./cpus');
 
 const ROOT = path.join(__dirname, '..');
 const RESULTS_DIR = path.join(ROOT, 'bench', 'results');
@@ -486,6 +487,7 @@ function markdownSection(data, { resultsRel, imgRel, hasCdf }) {
   out.push(`Command: \`${data.command || 'npx farmem bench'}\`.  `);
   out.push(`TCP loopback stream: ${isNum(data.tcpStreamGBps) ? `${data.tcpStreamGBps.toFixed(2)} GB/s` : 'not measured'}.  `);
   if (data.hugePages) out.push(`farmem hugePages: ${hugePagesLine(data)}.  `);
+  out.push(`CPU placement: ${describePlacement(data.cpus)}.  `);
   if (swap.available) {
     const how = [swap.cgroup && `cgroup ${swap.cgroup}`, swap.swapFile && `swap file \`${swap.swapFile}\``].filter(Boolean).join(', ');
     out.push(`Kernel swap: measured${how ? ` (${how})` : ''}.`);

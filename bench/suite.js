@@ -5,7 +5,7 @@
 // bench/results/apps-<date>.json and prints a table; `farmem bench --report` draws the charts.
 // Usage: node bench/suite.js [--quick] [--workloads scan,kv] [--budgets 1,0.5,0.25,0.125]
 //        [--policies none,readahead,stride,leap] [--samples 3] [--no-swap] [--swap-file PATH] [--out FILE]
-//        [--spin-us 200] [--huge-pages auto|off]
+//        [--spin-us 200] [--huge-pages auto|off] [--pin auto|off]
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -17,6 +17,7 @@ const { RESULT_MARK } = require('./apps/cell');
 const { fmtNorm } = require('./report');
 const kernelSwap = require('./apps/kernel-swap');
 const { loopbackStreamGBps } = require('./apps/tcp-stream');
+const { cpuPlacement, pinSelf, describePlacement } = require('./cpus');
 
 const CELL = path.join(__dirname, 'apps', 'cell.js');
 const LATENCY_BUDGET = 0.25;
@@ -49,6 +50,7 @@ function options() {
     'swap-file': { type: 'string' },
     'spin-us': { type: 'string', default: '200' },
     'huge-pages': { type: 'string', default: 'auto' },
+    pin: { type: 'string', default: 'auto' },
     out: { type: 'string' },
   });
 }
@@ -142,6 +144,11 @@ async function main() {
   if (!/^\d{1,5}$/.test(spin) || Number(spin) > 10_000) throw usageError(`--spin-us: ${spin} is not a number of µs from 0 to 10000`);
   const hugePages = opts['huge-pages'];
   if (hugePages !== 'auto' && hugePages !== 'off') throw usageError(`--huge-pages: '${hugePages}' is neither auto nor off`);
+  if (opts.pin !== 'auto' && opts.pin !== 'off') throw usageError(`--pin: '${opts.pin}' is neither auto nor off`);
+  const cpus = cpuPlacement(opts.pin);
+  // Every cell is a child of this process and inherits its CPUs; only the memory node and the stream's
+  // sender, which stand for the remote machine, are placed elsewhere.
+  if (cpus.pinned) pinSelf(cpus.application);
 
   const results = {
     schema: 'farmem-bench/1',
@@ -155,6 +162,8 @@ async function main() {
     spinMicros: Number(spin),
     // farmem's hugePages option; each farmem cell records whether it applied (hugePagesUsed).
     hugePages,
+    // Where the processes ran (bench/cpus.js): the memory node on a CPU of its own, or not pinned and why.
+    cpus,
     swapSlackBytes: SWAP_SLACK_BYTES,
     tcpStreamGBps: null,
     swap: null,
@@ -162,8 +171,9 @@ async function main() {
     faultLatency: [],
   };
 
+  console.error(`CPU placement: ${describePlacement(cpus)}`);
   console.error('measuring the loopback TCP stream (the transport ceiling) …');
-  const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3 });
+  const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3, senderCpus: cpus.pinned ? cpus.node : null });
   results.tcpStreamGBps = stream.gbPerSec;
   results.tcpStreamTrials = stream.trials;
 
@@ -186,7 +196,7 @@ async function main() {
     }
   }
 
-  const node = await startNodeProcess('4GiB', ['--spin-us', spin]);
+  const node = await startNodeProcess('4GiB', ['--spin-us', spin], { cpus: cpus.pinned ? cpus.node : null });
   // Off a terminal (CI logs, a pipe) the bar prints a line every 10 s instead of redrawing.
   const bar = new SingleBar({
     format: 'farmem bench [{bar}] {value}/{total} cells | {duration_formatted} | {cell}',

@@ -57,6 +57,8 @@ Commands:
       --spin-us N       pager and memory node poll N µs after demand work (default 200)
       --huge-pages M    auto (default: whole 2 MiB blocks land as huge pages where
                         the kernel offers it) or off (every page on its own)
+      --pin M           auto (default: the memory node on the last CPU, the cells and
+                        this process on the others, with taskset) or off
       Needs a clone of farmem with its dev dependencies (npm ci).
 
 Options: --help, --version`;

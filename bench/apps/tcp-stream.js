@@ -2,11 +2,12 @@
 // Loopback TCP streaming bandwidth between two Node processes: the ceiling for the far-memory scan,
 // whose pages also arrive over a TCP socket on 127.0.0.1. No framing and no copies beyond what the
 // socket does, so this is the best a page stream over loopback could do from Node.
-// Usage: node bench/apps/tcp-stream.js [--bytes 2GiB] [--trials 3]   (prints JSON)
+// Usage: node bench/apps/tcp-stream.js [--bytes 2GiB] [--trials 3] [--chunk 64KiB] [--pin auto|off]   (prints JSON)
 // Internal: node bench/apps/tcp-stream.js --send <port> <bytes>   (the sender child)
 const { spawn } = require('node:child_process');
 const net = require('node:net');
 const { median } = require('../common');
+const { cpuPlacement, onCpus, pinSelf } = require('../cpus');
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -36,7 +37,7 @@ function send(port, bytes, chunkBytes) {
 }
 
 /** One trial: GB/s from the first byte to the last byte at the receiver. */
-function trial(bytes, chunkBytes) {
+function trial(bytes, chunkBytes, senderCpus) {
   return new Promise((resolve, reject) => {
     let child;
     const server = net.createServer((socket) => {
@@ -60,7 +61,8 @@ function trial(bytes, chunkBytes) {
     });
     server.on('error', reject);
     server.listen(0, '127.0.0.1', () => {
-      child = spawn(process.execPath, [__filename, '--send', String(server.address().port), String(bytes), String(chunkBytes)], {
+      const [command, argv] = onCpus(senderCpus, process.execPath, [__filename, '--send', String(server.address().port), String(bytes), String(chunkBytes)]);
+      child = spawn(command, argv, {
         stdio: ['ignore', 'inherit', 'inherit'],
       });
       child.once('exit', (code) => {
@@ -73,12 +75,13 @@ function trial(bytes, chunkBytes) {
 /**
  * Median loopback TCP streaming rate over `trials` trials of `bytes` each: { gbPerSec, trials }.
  * An untimed warm-up trial goes first: the first stream in a process runs well below the rest
- * (the receiver's code is still being compiled), as the far-memory scan's cold pass does.
+ * (the receiver's code is still being compiled), as the far-memory scan's cold pass does. With
+ * `senderCpus` the sender runs there (taskset), as the memory node does; the receiver is this process.
  */
-async function loopbackStreamGBps({ bytes = 2 * GiB, trials = 3, warmupBytes = 256 * MiB, chunkBytes = 64 * 1024 } = {}) {
-  if (warmupBytes > 0) await trial(warmupBytes, chunkBytes);
+async function loopbackStreamGBps({ bytes = 2 * GiB, trials = 3, warmupBytes = 256 * MiB, chunkBytes = 64 * 1024, senderCpus = null } = {}) {
+  if (warmupBytes > 0) await trial(warmupBytes, chunkBytes, senderCpus);
   const rates = [];
-  for (let t = 0; t < trials; t++) rates.push(await trial(bytes, chunkBytes));
+  for (let t = 0; t < trials; t++) rates.push(await trial(bytes, chunkBytes, senderCpus));
   return { gbPerSec: median(rates), trials: rates };
 }
 
@@ -91,9 +94,12 @@ if (require.main === module) {
   } else {
     const { parseArgs } = require('node:util');
     const { parseSize } = require('../../dist/cjs/index.js');
-    const opts = parseArgs({ args: argv, options: { bytes: { type: 'string', default: '2GiB' }, trials: { type: 'string', default: '3' }, chunk: { type: 'string', default: '64KiB' } }, strict: true }).values;
-    loopbackStreamGBps({ bytes: parseSize(opts.bytes), trials: Number(opts.trials), chunkBytes: parseSize(opts.chunk) }).then(
-      (result) => console.log(JSON.stringify({ bench: 'tcp-stream', bytes: parseSize(opts.bytes), ...result })),
+    const opts = parseArgs({ args: argv, options: { bytes: { type: 'string', default: '2GiB' }, trials: { type: 'string', default: '3' }, chunk: { type: 'string', default: '64KiB' }, pin: { type: 'string', default: 'auto' } }, strict: true }).values;
+    // Placed as `farmem bench` places it: the sender where the memory node runs, the receiver with the applications.
+    const cpus = cpuPlacement(opts.pin);
+    if (cpus.pinned) pinSelf(cpus.application);
+    loopbackStreamGBps({ bytes: parseSize(opts.bytes), trials: Number(opts.trials), chunkBytes: parseSize(opts.chunk), senderCpus: cpus.pinned ? cpus.node : null }).then(
+      (result) => console.log(JSON.stringify({ bench: 'tcp-stream', bytes: parseSize(opts.bytes), cpus, ...result })),
       (error) => {
         console.error(error);
         process.exit(1);
