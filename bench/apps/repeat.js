@@ -4,8 +4,11 @@
 // run against all-local and the pager's counters per run.
 // Usage: node bench/apps/repeat.js [--workload columns] [--budget 0.25] [--policy readahead] [--runs 40]
 //        [--spin-us 200] [--options '{"maxPrefetchFraction":0.5}'] (more FarMemory.open options)
+//        [--prefetch-options '{"maxWindow":256}'] (the region's prefetchOptions)
+//        [--pin auto|off] (CPU placement as `farmem bench` makes it, bench/cpus.js)
 const { parseArgs } = require('node:util');
 const { startNodeProcess, median } = require('../common');
+const { cpuPlacement, pinSelf, describePlacement } = require('../cpus');
 const { WORKLOADS, budgetBytes } = require('./workloads');
 const { FarMemory } = require('../../dist/cjs/index.js');
 
@@ -18,12 +21,16 @@ async function main() {
       runs: { type: 'string', default: '40' },
       'spin-us': { type: 'string', default: '200' },
       options: { type: 'string', default: '{}' },
+      'prefetch-options': { type: 'string', default: '{}' },
+      pin: { type: 'string', default: 'auto' },
     },
   });
   const workload = WORKLOADS.find((w) => w.name === opts.workload);
   if (!workload) throw new Error(`no workload '${opts.workload}' (${WORKLOADS.map((w) => w.name).join(', ')})`);
   const runs = Number(opts.runs);
   const spin = Number(opts['spin-us']);
+  const cpus = cpuPlacement(opts.pin);
+  if (cpus.pinned) pinSelf(cpus.application);
   const bytes = workload.bytes(false);
   const ctx = workload.prepare(bytes, false);
   const timeRuns = (buffer, n) => {
@@ -41,19 +48,19 @@ async function main() {
   workload.run(local, ctx);
   const localSeconds = timeRuns(local, 5);
 
-  const node = await startNodeProcess('4GiB', ['--spin-us', String(spin)]);
+  const node = await startNodeProcess('4GiB', ['--spin-us', String(spin)], { cpus: cpus.pinned ? cpus.node : null });
   const fm = await FarMemory.open({ nodes: [node.address], localBudget: budgetBytes(Number(opts.budget), bytes), spinMicros: spin, ...JSON.parse(opts.options) });
-  const region = await fm.allocate(bytes, { prefetch: opts.policy });
+  const region = await fm.allocate(bytes, { prefetch: opts.policy, prefetchOptions: JSON.parse(opts['prefetch-options']) });
   try {
     workload.init(region.buffer, ctx);
     workload.run(region.buffer, ctx);
     const before = region.stats();
-    console.log(`pid ${process.pid}: ${runs} runs of ${workload.name} at ${Number(opts.budget) * 100}% local, policy ${opts.policy}`);
+    console.log(`pid ${process.pid}: ${runs} runs of ${workload.name} at ${Number(opts.budget) * 100}% local, policy ${opts.policy}; CPUs: ${describePlacement(cpus)}`);
     const seconds = timeRuns(region.buffer, runs);
     const after = region.stats();
     const per = (name) => Math.round((after[name] - before[name]) / runs);
     console.log(`median ${seconds.toFixed(4)} s a run; all-local ${localSeconds.toFixed(4)} s; ${(localSeconds / seconds).toFixed(3)} of all-local`);
-    console.log(`per run: ${per('faults')} faults, ${per('remoteFetches')} demand fetches, ${per('prefetched')} prefetched, ${per('evictions')} evictions, ${per('hugeBlocks')} whole blocks landed`);
+    console.log(`per run: ${per('faults')} faults, ${per('remoteFetches')} demand fetches, ${per('prefetched')} prefetched, ${per('evictions')} evictions, ${per('writeFaults')} write faults, ${per('writebacks')} write-backs, ${per('hugeBlocks')} whole blocks landed`);
   } finally {
     await region.free();
     await fm.close();
