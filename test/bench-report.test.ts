@@ -34,6 +34,7 @@ function fixture(swapAvailable = true) {
     budgets: [1, 0.25],
     policies: ['none', 'readahead'],
     tcpStreamGBps: 2,
+    tcpStreamMeasurements: [{ when: 'start', gbPerSec: 1.5, trials: [1.5] }, { when: 'end', gbPerSec: 2, trials: [2] }],
     cpus: { pinned: true, node: '1', application: '0' },
     swap: swapAvailable
       ? { available: true, reason: null, cgroup: 'v1', swapFile: '/var/tmp/farmem-bench.swap' }
@@ -125,7 +126,7 @@ describe('bench/report.js', () => {
 
     expect(md).toContain('Test CPU 9000, 2 cores');
     expect(md).toContain('`npx farmem bench --quick`');
-    expect(md).toContain('2.00 GB/s');
+    expect(md).toContain('TCP loopback stream: 2.00 GB/s, the faster of the run\'s medians (1.50 at the start, 2.00 at the end)');
     expect(md).toContain('CPU placement: memory node on CPU 1; the applications, every cell and the stream');
     expect(md).toContain('[../apps-2026-11-23T0500.json](../apps-2026-11-23T0500.json)');
     expect(md).toContain('![Speed relative to all-local, per workload and local memory share](img/bench-normalized.svg)');
