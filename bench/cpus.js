@@ -62,6 +62,16 @@ function pinSelf(cpus) {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(process.pid)], { stdio: 'ignore' });
 }
 
+/**
+ * Applies a placement to this process: pins it to the applications' CPUs when pinned. Returns the CPUs
+ * for whatever stands for the remote machine (the memory node, the stream's sender), or null.
+ */
+function placeSelf(placement) {
+  if (!placement.pinned) return null;
+  pinSelf(placement.application);
+  return placement.node;
+}
+
 /** One line for the output and the report. */
 function describePlacement(placement) {
   if (!placement) return 'not recorded (runs before 2026-12-04 left every process where the scheduler put it)';
@@ -69,4 +79,4 @@ function describePlacement(placement) {
   return `memory node on CPU ${placement.node}; the applications, every cell and the stream's receiver on CPU ${placement.application} (taskset)`;
 }
 
-module.exports = { parseCpuList, allowedCpus, cpuPlacement, onCpus, pinSelf, describePlacement };
+module.exports = { parseCpuList, allowedCpus, cpuPlacement, onCpus, pinSelf, placeSelf, describePlacement };

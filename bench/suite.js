@@ -17,7 +17,7 @@ const { RESULT_MARK } = require('./apps/cell');
 const { fmtNorm } = require('./report');
 const kernelSwap = require('./apps/kernel-swap');
 const { loopbackStreamGBps } = require('./apps/tcp-stream');
-const { cpuPlacement, pinSelf, describePlacement } = require('./cpus');
+const { cpuPlacement, placeSelf, describePlacement } = require('./cpus');
 
 const CELL = path.join(__dirname, 'apps', 'cell.js');
 const LATENCY_BUDGET = 0.25;
@@ -144,11 +144,15 @@ async function main() {
   if (!/^\d{1,5}$/.test(spin) || Number(spin) > 10_000) throw usageError(`--spin-us: ${spin} is not a number of µs from 0 to 10000`);
   const hugePages = opts['huge-pages'];
   if (hugePages !== 'auto' && hugePages !== 'off') throw usageError(`--huge-pages: '${hugePages}' is neither auto nor off`);
-  if (opts.pin !== 'auto' && opts.pin !== 'off') throw usageError(`--pin: '${opts.pin}' is neither auto nor off`);
-  const cpus = cpuPlacement(opts.pin);
+  let cpus;
+  try {
+    cpus = cpuPlacement(opts.pin);
+  } catch (error) {
+    throw usageError(error.message);
+  }
   // Every cell is a child of this process and inherits its CPUs; only the memory node and the stream's
   // sender, which stand for the remote machine, are placed elsewhere.
-  if (cpus.pinned) pinSelf(cpus.application);
+  const nodeCpus = placeSelf(cpus);
 
   const results = {
     schema: 'farmem-bench/1',
@@ -166,7 +170,7 @@ async function main() {
     cpus,
     swapSlackBytes: SWAP_SLACK_BYTES,
     // The faster of the stream's medians at the start and at the end of the run (tcpStreamMeasurements):
-    // this host's loopback moved anywhere from 0.6 to 3.3 GB/s within an hour, so one figure taken before
+    // this host's loopback moved anywhere from 0.5 to 3.7 GB/s within an hour, so one figure taken before
     // the cells can be far below what the scan got minutes later.
     tcpStreamGBps: null,
     tcpStreamMeasurements: [],
@@ -178,7 +182,7 @@ async function main() {
   console.error(`CPU placement: ${describePlacement(cpus)}`);
   const measureStream = async (when) => {
     console.error(`measuring the loopback TCP stream (the transport ceiling) at the ${when} …`);
-    const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3, senderCpus: cpus.pinned ? cpus.node : null });
+    const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3, senderCpus: nodeCpus });
     results.tcpStreamMeasurements.push({ when, gbPerSec: stream.gbPerSec, trials: stream.trials });
     results.tcpStreamGBps = Math.max(...results.tcpStreamMeasurements.map((m) => m.gbPerSec));
   };
@@ -203,7 +207,7 @@ async function main() {
     }
   }
 
-  const node = await startNodeProcess('4GiB', ['--spin-us', spin], { cpus: cpus.pinned ? cpus.node : null });
+  const node = await startNodeProcess('4GiB', ['--spin-us', spin], { cpus: nodeCpus });
   // Off a terminal (CI logs, a pipe) the bar prints a line every 10 s instead of redrawing.
   const bar = new SingleBar({
     format: 'farmem bench [{bar}] {value}/{total} cells | {duration_formatted} | {cell}',

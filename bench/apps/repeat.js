@@ -8,7 +8,7 @@
 //        [--pin auto|off] (CPU placement as `farmem bench` makes it, bench/cpus.js)
 const { parseArgs } = require('node:util');
 const { startNodeProcess, median } = require('../common');
-const { cpuPlacement, pinSelf, describePlacement } = require('../cpus');
+const { cpuPlacement, placeSelf, describePlacement } = require('../cpus');
 const { WORKLOADS, budgetBytes } = require('./workloads');
 const { FarMemory } = require('../../dist/cjs/index.js');
 
@@ -30,7 +30,7 @@ async function main() {
   const runs = Number(opts.runs);
   const spin = Number(opts['spin-us']);
   const cpus = cpuPlacement(opts.pin);
-  if (cpus.pinned) pinSelf(cpus.application);
+  const nodeCpus = placeSelf(cpus);
   const bytes = workload.bytes(false);
   const ctx = workload.prepare(bytes, false);
   const timeRuns = (buffer, n) => {
@@ -48,7 +48,7 @@ async function main() {
   workload.run(local, ctx);
   const localSeconds = timeRuns(local, 5);
 
-  const node = await startNodeProcess('4GiB', ['--spin-us', String(spin)], { cpus: cpus.pinned ? cpus.node : null });
+  const node = await startNodeProcess('4GiB', ['--spin-us', String(spin)], { cpus: nodeCpus });
   const fm = await FarMemory.open({ nodes: [node.address], localBudget: budgetBytes(Number(opts.budget), bytes), spinMicros: spin, ...JSON.parse(opts.options) });
   const region = await fm.allocate(bytes, { prefetch: opts.policy, prefetchOptions: JSON.parse(opts['prefetch-options']) });
   try {

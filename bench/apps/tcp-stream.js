@@ -7,7 +7,7 @@
 const { spawn } = require('node:child_process');
 const net = require('node:net');
 const { median } = require('../common');
-const { cpuPlacement, onCpus, pinSelf } = require('../cpus');
+const { cpuPlacement, onCpus, placeSelf } = require('../cpus');
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -97,8 +97,7 @@ if (require.main === module) {
     const opts = parseArgs({ args: argv, options: { bytes: { type: 'string', default: '2GiB' }, trials: { type: 'string', default: '3' }, chunk: { type: 'string', default: '64KiB' }, pin: { type: 'string', default: 'auto' } }, strict: true }).values;
     // Placed as `farmem bench` places it: the sender where the memory node runs, the receiver with the applications.
     const cpus = cpuPlacement(opts.pin);
-    if (cpus.pinned) pinSelf(cpus.application);
-    loopbackStreamGBps({ bytes: parseSize(opts.bytes), trials: Number(opts.trials), chunkBytes: parseSize(opts.chunk), senderCpus: cpus.pinned ? cpus.node : null }).then(
+    loopbackStreamGBps({ bytes: parseSize(opts.bytes), trials: Number(opts.trials), chunkBytes: parseSize(opts.chunk), senderCpus: placeSelf(cpus) }).then(
       (result) => console.log(JSON.stringify({ bench: 'tcp-stream', bytes: parseSize(opts.bytes), cpus, ...result })),
       (error) => {
         console.error(error);
