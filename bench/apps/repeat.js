@@ -9,7 +9,7 @@
 const { parseArgs } = require('node:util');
 const { startNodeProcess, median } = require('../common');
 const { cpuPlacement, placeSelf, describePlacement } = require('../cpus');
-const { WORKLOADS, budgetBytes } = require('./workloads');
+const { WORKLOADS, budgetBytes, initByCopy } = require('./workloads');
 const { FarMemory } = require('../../dist/cjs/index.js');
 
 async function main() {
@@ -52,7 +52,7 @@ async function main() {
   const fm = await FarMemory.open({ nodes: [node.address], localBudget: budgetBytes(Number(opts.budget), bytes), spinMicros: spin, ...JSON.parse(opts.options) });
   const region = await fm.allocate(bytes, { prefetch: opts.policy, prefetchOptions: JSON.parse(opts['prefetch-options']) });
   try {
-    workload.init(region.buffer, ctx);
+    initByCopy(workload, region.buffer, ctx);
     workload.run(region.buffer, ctx);
     const before = region.stats();
     console.log(`pid ${process.pid}: ${runs} runs of ${workload.name} at ${Number(opts.budget) * 100}% local, policy ${opts.policy}; CPUs: ${describePlacement(cpus)}`);
