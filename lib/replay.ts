@@ -266,8 +266,10 @@ export function replayPolicies(trace: Trace, names: readonly string[], options: 
       throw invalidOption('policyOptions', name, `options only for the policies replayed (${wanted.join(', ')})`);
     }
   }
-  // Every policy is built before any runs, so that a bad option fails at once.
-  const policies = wanted.map((name) => createPolicy(name, policyOptions[name] ?? {}));
+  // Every policy is built before any runs, so that a bad option fails at once. Each is told the budget,
+  // as a region's pager tells it its local memory.
+  const context = { regionPages: trace.header.regionPages, pageSize: trace.header.pageSize, localPages: model.budgetPages };
+  const policies = wanted.map((name) => createPolicy(name, policyOptions[name] ?? {}, context));
   const results = policies.map((policy) => run(trace, policy, model));
   const baselineFaults = results[0].faults;
   return results.map((result) => ({

@@ -231,13 +231,13 @@ describe('readahead', () => {
     expect(small.onFault(event(6))).toBeNull();
   });
 
-  it('ends windows of 256 pages or more on a 2 MiB boundary, forward and backward, so that whole blocks can land as huge pages', () => {
+  it('ends windows of 256 pages or more on the nearest 2 MiB boundary, forward and backward, so that whole blocks can land as huge pages', () => {
     const forward = new ReadaheadPolicy({ initialWindow: 256 });
     forward.onFault(event(1000));
     const [[first, count]] = forward.onFault(event(1001))!;
     expect(first).toBe(1002);
     expect((first + count) % 512).toBe(0);
-    expect(first + count).toBe(1536); // 1002 + 2 windows of 256 = 1514, up to the boundary
+    expect(first + count).toBe(1536); // 1002 + 2 windows of 256 = 1514, up to the nearer boundary
     const small = new ReadaheadPolicy({ initialWindow: 64 });
     small.onFault(event(1000));
     expect(small.onFault(event(1001))).toEqual([[1002, 128]]); // small windows are not stretched
@@ -245,8 +245,50 @@ describe('readahead', () => {
     backward.onFault(event(5000));
     const pages = pagesOf(backward.onFault(event(4999)));
     expect(Math.min(...pages) % 512).toBe(0);
-    expect(Math.min(...pages)).toBe(4096); // 4998 - 512 = 4486, down to the boundary
+    expect(Math.min(...pages)).toBe(4608); // 4998 - 512 = 4486 (exclusive frontier), up to the nearer boundary
     expect(Math.max(...pages)).toBe(4998);
+  });
+
+  it('keeps what all its streams ask for ahead within half the local budget; one stream alone may use all of that half', () => {
+    // Four interleaved forward streams, as a column query reads four columns, over 1024 local pages: each
+    // stream may keep at most 1024 * 0.5 / (2 * 4) = 64 pages per window, 128 ahead.
+    const localPages = 1024;
+    const policy = new ReadaheadPolicy({ initialWindow: 16, maxWindow: 1024 }, { localPages });
+    const bases = [0, 100_000, 200_000, 300_000];
+    const ahead = new Map<number, number>(); // stream base -> furthest page asked for
+    let mostAhead = 0;
+    for (let step = 0; step < 4000; step++) {
+      for (const base of bases) {
+        const page = base + step;
+        const answer = policy.onFault(event(page));
+        for (const p of pagesOf(answer)) ahead.set(base, Math.max(ahead.get(base) ?? 0, p));
+        let total = 0;
+        for (const [b, furthest] of ahead) total += Math.max(0, furthest - (b + step));
+        mostAhead = Math.max(mostAhead, total);
+      }
+    }
+    expect(mostAhead).toBeLessThanOrEqual(localPages * 0.5);
+    expect(mostAhead).toBeGreaterThan(localPages * 0.25); // bounded, not starved
+    // Without a budget the same trace runs each stream's window up to maxWindow.
+    const unbounded = new ReadaheadPolicy({ initialWindow: 16, maxWindow: 1024 });
+    let widest = 0;
+    for (let step = 0; step < 4000; step++) {
+      for (const base of bases) for (const [first, count] of unbounded.onFault(event(base + step)) ?? []) widest = Math.max(widest, first + count - (base + step));
+    }
+    expect(widest).toBeGreaterThan(localPages);
+    // One stream alone may use the whole half: 1024 * 0.5 / 2 = 256 a window.
+    const single = new ReadaheadPolicy({ initialWindow: 16, maxWindow: 1024 }, { localPages });
+    let singleAhead = 0;
+    for (let page = 0; page < 4000; page++) {
+      for (const [first, count] of single.onFault(event(page)) ?? []) singleAhead = Math.max(singleAhead, first + count - page);
+    }
+    expect(singleAhead).toBeGreaterThan(256);
+    expect(singleAhead).toBeLessThanOrEqual(512 + 256 + 1);
+  });
+
+  it('refuses a local budget that is not a number of pages', () => {
+    expect(() => new ReadaheadPolicy({}, { localPages: 0 })).toThrow(/localPages/);
+    expect(() => new ReadaheadPolicy({}, { localPages: Number.NaN })).toThrow(/localPages/);
   });
 
   it('follows a backward scan, asking below the fault', () => {

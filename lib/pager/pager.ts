@@ -294,7 +294,7 @@ export class Pager {
 
   async addRegion(id: number, base: number, size: number, stats: Float64Array, prefetch: PolicySpec): Promise<void> {
     const pages = Math.ceil(size / PAGE_SIZE);
-    const policy = await loadPolicy(this.native, prefetch, pages);
+    const policy = await loadPolicy(this.native, prefetch, pages, this.frames.size);
     let table: PageTable;
     try {
       table = new PageTable(id, pages);
@@ -430,7 +430,7 @@ export class Pager {
    */
   async setPrefetch(id: number, spec: PolicySpec): Promise<void> {
     const region = this.mustRegion(id);
-    const policy = await loadPolicy(this.native, spec, region.pages);
+    const policy = await loadPolicy(this.native, spec, region.pages, this.frames.size);
     if (region.freed) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
     this.installPolicy(region, policy);
   }

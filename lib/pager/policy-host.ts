@@ -82,9 +82,11 @@ function callFactory(native: NativeBinding, url: string, factory: Function, ...a
   return result;
 }
 
-export async function loadPolicy(native: NativeBinding, spec: PolicySpec, regionPages: number): Promise<ActivePolicy> {
+/** Loads a policy for a region of `regionPages` pages, served from `localPages` pages of local memory. */
+export async function loadPolicy(native: NativeBinding, spec: PolicySpec, regionPages: number, localPages: number): Promise<ActivePolicy> {
+  const context: PolicyContext = { regionPages, pageSize: PAGE_SIZE, localPages };
   if (spec.kind === 'builtin') {
-    return { impl: createPolicy(spec.name, spec.options), name: spec.name, trusted: true, timeBudgetMs: Infinity };
+    return { impl: createPolicy(spec.name, spec.options, context), name: spec.name, trusted: true, timeBudgetMs: Infinity };
   }
   const exports = await importFrom(spec.url, 'policy');
   const factory = (typeof exports.createPolicy === 'function' ? exports.createPolicy : exports.default) as PolicyFactory | undefined;
@@ -94,7 +96,6 @@ export async function loadPolicy(native: NativeBinding, spec: PolicySpec, region
       `the policy module ${spec.url} exports no factory: export createPolicy(options, context) or a default function`,
     );
   }
-  const context: PolicyContext = { regionPages, pageSize: PAGE_SIZE };
   const impl = callFactory(native, spec.url, factory, spec.options, context) as PrefetchPolicy;
   if (impl === null || typeof impl !== 'object' || typeof impl.onFault !== 'function') {
     throw new FarmemError(

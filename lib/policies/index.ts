@@ -4,7 +4,7 @@ import { HistoryPolicy, type HistoryOptions } from './history';
 import { LeapPolicy, type LeapOptions } from './leap';
 import { ReadaheadPolicy, type ReadaheadOptions } from './readahead';
 import { StridePolicy, type StrideOptions } from './stride';
-import type { PrefetchPolicy } from './types';
+import type { PolicyContext, PrefetchPolicy } from './types';
 
 export type { FaultEvent, PolicyContext, PolicyFactory, PrefetchAnswer, PrefetchPolicy, PrefetchRanges } from './types';
 export { MAX_ANSWER_PAGES } from './types';
@@ -24,7 +24,11 @@ export class NoPrefetch implements PrefetchPolicy {
 export const BUILTIN_POLICIES = ['none', 'readahead', 'stride', 'leap', 'history'] as const;
 export type BuiltinPolicy = (typeof BUILTIN_POLICIES)[number];
 
-export function createPolicy(name: string, options: Record<string, unknown> = {}): PrefetchPolicy {
+/**
+ * A built-in policy by name. `context` tells it the region it serves; without one it assumes no local
+ * budget (the readahead window is then bounded by its options alone).
+ */
+export function createPolicy(name: string, options: Record<string, unknown> = {}, context?: Partial<PolicyContext>): PrefetchPolicy {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw invalidOption('prefetchOptions', options, 'an object of policy options');
   }
@@ -33,7 +37,7 @@ export function createPolicy(name: string, options: Record<string, unknown> = {}
       checkOptionNames(options, [], "the 'none' policy");
       return new NoPrefetch();
     case 'readahead':
-      return new ReadaheadPolicy(options as ReadaheadOptions);
+      return new ReadaheadPolicy(options as ReadaheadOptions, context);
     case 'stride':
       return new StridePolicy(options as StrideOptions);
     case 'leap':

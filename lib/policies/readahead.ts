@@ -1,6 +1,6 @@
 import { invalidOption } from '../errors';
 import { checkOptionNames, intOption } from '../options';
-import { MAX_ANSWER_PAGES, type FaultEvent, type PrefetchPolicy, type PrefetchRanges } from './types';
+import { MAX_ANSWER_PAGES, type FaultEvent, type PolicyContext, type PrefetchPolicy, type PrefetchRanges } from './types';
 
 export interface ReadaheadOptions {
   /** First window, in pages, once two faults in a row look sequential. Default 16. */
@@ -18,6 +18,15 @@ const MAX_MISSES = 3;
 const RECENT_FAULTS = 8;
 /** Pages in 2 MiB: windows of half that or more end on such a boundary. */
 const ALIGN_PAGES = 512;
+/**
+ * The share of the local budget all streams together may keep asked for ahead of the application. Ahead
+ * of each stream lie up to two windows; the rest of the budget holds the pages being read and those just
+ * passed. Asking for more than fits evicts the guesses before their use: with windows unbounded, columns
+ * at 25% local under evictLowWater 0.6 fetched every page 16 times (docs/benchmark.md).
+ */
+const AHEAD_SHARE = 0.5;
+/** A stream counts against the budget while it was continued within this many faults per stream. */
+const LIVE_EVENTS = 4;
 
 interface Stream {
   direction: 1 | -1;
@@ -52,12 +61,13 @@ export class ReadaheadPolicy implements PrefetchPolicy {
   private readonly initialWindow: number;
   private readonly maxWindow: number;
   private readonly maxStreams: number;
+  private readonly localPages: number;
   private readonly streams: Stream[] = [];
   private readonly recent = new Float64Array(RECENT_FAULTS).fill(-2);
   private recentNext = 0;
   private events = 0;
 
-  constructor(options: ReadaheadOptions = {}) {
+  constructor(options: ReadaheadOptions = {}, context: Partial<PolicyContext> = {}) {
     checkOptionNames(options, ['initialWindow', 'maxWindow', 'streams'], "the 'readahead' policy");
     // Two windows must fit in one answer (MAX_ANSWER_PAGES).
     this.initialWindow = intOption('prefetchOptions.initialWindow', options.initialWindow, 16, 1, MAX_WINDOW);
@@ -66,6 +76,23 @@ export class ReadaheadPolicy implements PrefetchPolicy {
     if (this.maxWindow < this.initialWindow) {
       throw invalidOption('prefetchOptions.maxWindow', this.maxWindow, `at least initialWindow (${this.initialWindow})`);
     }
+    const localPages = context.localPages ?? Infinity;
+    if (!(localPages >= 1)) throw invalidOption('context.localPages', localPages, 'a number of pages, at least 1 (Infinity: no budget)');
+    this.localPages = localPages;
+  }
+
+  /**
+   * The largest window a stream may have now: maxWindow, or less where two windows for each live stream
+   * would overrun AHEAD_SHARE of the local budget. Never below 1.
+   */
+  private windowLimit(): number {
+    // A stream the application left (a scan that started over) lives on until misses drop it: only those
+    // continued within the last few faults of every stream share the budget.
+    let streams = 0;
+    for (const s of this.streams) if (this.events - s.lastUsed < LIVE_EVENTS * this.maxStreams) streams++;
+    streams = Math.max(1, streams);
+    const fit = Math.floor((this.localPages * AHEAD_SHARE) / (2 * streams));
+    return Math.max(1, Math.min(this.maxWindow, fit));
   }
 
   onFault(event: FaultEvent): PrefetchRanges | null {
@@ -145,11 +172,15 @@ export class ReadaheadPolicy implements PrefetchPolicy {
    */
   private advance(stream: Stream, page: number, regionPages: number): PrefetchRanges | null {
     const d = stream.direction;
+    // A stream started or resumed since this one last grew may have lowered the limit.
+    stream.window = Math.min(stream.window, this.windowLimit());
     let frontier = d > 0 ? page + 1 + 2 * stream.window : page - 1 - 2 * stream.window;
-    // Large windows end on a 2 MiB boundary (the frontier is exclusive), so that the next one covers whole
-    // aligned blocks, which a region can land as huge pages; Linux aligns readahead to large folios alike.
+    // Large windows end on the nearest 2 MiB boundary (the frontier is exclusive), so that the next one
+    // covers whole aligned blocks, which a region can land as huge pages; Linux aligns readahead to large
+    // folios alike. The nearest, not the next: that moves the frontier by at most half a block, a quarter
+    // of two windows, so the budget's bound holds.
     if (stream.window >= ALIGN_PAGES / 2) {
-      frontier = d > 0 ? Math.ceil(frontier / ALIGN_PAGES) * ALIGN_PAGES : Math.floor((frontier + 1) / ALIGN_PAGES) * ALIGN_PAGES - 1;
+      frontier = d > 0 ? Math.round(frontier / ALIGN_PAGES) * ALIGN_PAGES : Math.round((frontier + 1) / ALIGN_PAGES) * ALIGN_PAGES - 1;
     }
     frontier = d > 0 ? Math.min(regionPages, frontier) : Math.max(-1, frontier);
     if (d * (frontier - stream.frontier) > 0) stream.frontier = frontier;

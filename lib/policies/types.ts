@@ -39,6 +39,12 @@ export interface PrefetchPolicy {
 export interface PolicyContext {
   regionPages: number;
   pageSize: number;
+  /**
+   * Pages of local memory the region's pager holds at most (its `localBudget`, shared by every region of
+   * the same FarMemory; a replay's budgetPages). Pages asked for beyond what fits are evicted before use
+   * and fetched again. Infinity where no budget is known.
+   */
+  localPages: number;
 }
 
 /**
