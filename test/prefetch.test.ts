@@ -172,6 +172,19 @@ describe('swapping policies at runtime', () => {
   });
 });
 
+describe('a policy module', () => {
+  it("is told the region's pages, the page size and the local budget in pages", async () => {
+    const region = await fm.allocate(MiB, { prefetch: { module: path.join(POLICIES, 'context-name.mjs') } });
+    try {
+      const records = await region.policyStats();
+      // 1 MiB of 4 KiB pages, from the 16 MiB localBudget of fm: 4,096 pages.
+      expect(records.at(-1)!.name).toBe('context 256 4096 4096');
+    } finally {
+      await region.free();
+    }
+  });
+});
+
 describe('misbehaving policies are contained', () => {
   const cases: Array<[string, object, RegExp]> = [
     ['throws', { module: path.join(POLICIES, 'throws.mjs') }, /threw: policy bug on purpose/],
