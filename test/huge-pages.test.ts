@@ -255,6 +255,40 @@ describe.skipIf(!offered)('regions with hugePages', () => {
     }
   });
 
+  it('lands the block a read fault starts whole, when the policy asks for the rest of it', async () => {
+    const fm = await FarMemory.open({ nodes: [node.address], localBudget: 16 * MiB });
+    const region = await fm.allocate(8 * MiB, { prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead: 511 } } });
+    try {
+      const expected = Buffer.alloc(8 * MiB);
+      fillPattern(expected, 5);
+      const bytes = new Uint8Array(region.buffer);
+      bytes.set(expected);
+      await region.evict();
+      const before = region.stats();
+      // Block 1's first page: the answer asks for the other 511, so the reader waits for all 512 and they
+      // land as one move. Its first read after that faults on nothing.
+      expect(bytes[BLOCK + 7]).toBe(expected[BLOCK + 7]);
+      const after = region.stats();
+      expect(after.hugeBlocks - before.hugeBlocks).toBe(1);
+      expect(after.remoteFetches - before.remoteFetches).toBe(1);
+      expect(after.prefetched - before.prefetched).toBe(511);
+      expect(Buffer.from(region.buffer, BLOCK, BLOCK).equals(expected.subarray(BLOCK, 2 * BLOCK))).toBe(true);
+      expect(region.stats().faults).toBe(after.faults);
+      // Mid-block, the answer leaves the block's head out: that page comes alone, its followers page by page.
+      const mid = 2 * BLOCK + 100 * PAGE;
+      expect(bytes[mid]).toBe(expected[mid]);
+      // A write at a block's start is not kept waiting for the block: it could not stay whole.
+      bytes[3 * BLOCK] ^= 0x5a;
+      expected[3 * BLOCK] ^= 0x5a;
+      await region.evict();
+      expect(region.stats().hugeBlocks).toBe(after.hugeBlocks);
+      expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
+    } finally {
+      await region.free();
+      await fm.close();
+    }
+  });
+
   it('lands every page on its own with hugePages: false', async () => {
     const { fm, region, expected } = await remoteRegion({ hugePages: false });
     try {

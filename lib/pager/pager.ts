@@ -224,6 +224,11 @@ export class Pager {
   private deferred: number[] = [];
   // Per fault batch: pages to fetch, as keys region*2^31+page.
   private demand: number[] = [];
+  /**
+   * The key of the page a read fault just asked for, while the policy is consulted about that fault: the
+   * demand fetch is queued but not sent, so a whole-block claim may still take it in (claimBlock). -1 otherwise.
+   */
+  private demandInBlock = -1;
   private prefetch: number[] = [];
   private closed = false;
   /** Polls rather than sleeps after demand work (spinMicros). */
@@ -643,7 +648,13 @@ export class Pager {
         }
         this.demand.push(region.id * KEY_SPAN + page);
         region.trace?.record(now, page, write, false);
-        this.consult(region, page, write, false, now);
+        // A read may wait for its whole block, if the policy asks for the rest of it (claimBlock).
+        if (!write && region.blocks !== null) this.demandInBlock = region.id * KEY_SPAN + page;
+        try {
+          this.consult(region, page, write, false, now);
+        } finally {
+          this.demandInBlock = -1;
+        }
         return;
       }
       case PageState.Fetching: {
@@ -834,9 +845,13 @@ export class Pager {
     const owner = region.records[record];
     // A block the answer asks for all of is brought whole, to land as one huge page, when its first page
     // comes up (a backward stream lists it as several chunks, nearest first).
+    // The page a read fault waits for counts as asked: the block it starts can come whole, the reader
+    // waiting for all of it, instead of that one page and the rest page by page.
+    const demandPage = Math.floor(this.demandInBlock / KEY_SPAN) === region.id ? this.demandInBlock - region.id * KEY_SPAN : -1;
+    const withDemand = demandPage >= 0 ? [...ranges, [demandPage, 1] as const] : ranges;
     let askedPages = 0;
-    for (const [, count] of ranges) askedPages += count;
-    const asked = region.blocks === null || askedPages < BLOCK_PAGES ? null : mergeRanges(ranges, region.pages);
+    for (const [, count] of withDemand) askedPages += count;
+    const asked = region.blocks === null || askedPages < BLOCK_PAGES ? null : mergeRanges(withDemand, region.pages);
     let triedBlock = -1;
     for (const [first, count] of ranges) {
       const start = Math.max(0, first);
@@ -845,7 +860,7 @@ export class Pager {
         if (asked !== null && p >> BLOCK_SHIFT !== triedBlock) {
           triedBlock = p >> BLOCK_SHIFT;
           const blockFirst = triedBlock << BLOCK_SHIFT;
-          if (covers(asked, blockFirst, blockFirst + BLOCK_PAGES) && this.claimBlock(region, blockFirst, record, limit)) {
+          if (covers(asked, blockFirst, blockFirst + BLOCK_PAGES) && this.claimBlock(region, blockFirst, record, limit, demandPage)) {
             p = Math.min(end, blockFirst + BLOCK_PAGES) - 1;
             continue;
           }
@@ -883,34 +898,51 @@ export class Pager {
    * Starts the fetch of the whole block at `first` (block aligned), to land as one huge page, if every page
    * of it is Remote and there are frames, prefetch room and an assembly buffer for all of it. Its pages are
    * Fetching, as any prefetched page, until the last one arrives. While a trace records, every prefetched
-   * page must be held until touched, so no block is claimed then.
+   * page must be held until touched, so no block is claimed then. `demandPage`, when in the block, is the
+   * page a read fault just asked for, Fetching with its frame but not yet sent: it joins the block as the
+   * page a thread waits on, and the whole block is sent as urgent as its demand fetch would have been.
    */
-  private claimBlock(region: PagerRegion, first: number, record: number, limit: number): boolean {
+  private claimBlock(region: PagerRegion, first: number, record: number, limit: number, demandPage = -1): boolean {
     const blocks = region.blocks!;
     const block = first >> BLOCK_SHIFT;
     const frames = this.frames;
     if (blocks[block] !== BlockState.Pages || region.sampleRate >= 1 || first + BLOCK_PAGES > region.pages) return false;
-    if (this.assembliesInUse === this.maxAssemblies || this.prefetchInflight + BLOCK_PAGES > limit) return false;
     const table = region.table;
-    for (let p = first; p < first + BLOCK_PAGES; p++) if (table.get(p) !== PageState.Remote) return false;
-    // Pages streams have passed make room: they would be the next victims anyway.
-    if (frames.free < BLOCK_PAGES) this.evict(BLOCK_PAGES - frames.free, true);
-    if (frames.free < BLOCK_PAGES) return false;
+    const demandKey = region.id * KEY_SPAN + demandPage;
+    const withDemand =
+      demandPage >= first &&
+      demandPage < first + BLOCK_PAGES &&
+      table.get(demandPage) === PageState.Fetching &&
+      this.demand[this.demand.length - 1] === demandKey;
+    const wanted = withDemand ? BLOCK_PAGES - 1 : BLOCK_PAGES;
+    // A thread waits on a block with its demand page in it: the prefetch limit does not hold it back.
+    if (this.assembliesInUse === this.maxAssemblies || (!withDemand && this.prefetchInflight + wanted > limit)) return false;
+    for (let p = first; p < first + BLOCK_PAGES; p++) {
+      if (table.get(p) !== PageState.Remote && !(withDemand && p === demandPage)) return false;
+    }
+    // Pages streams have passed make room: they would be the next victims anyway. For a block a thread
+    // waits on, frames are found as for any demand fetch: down to the low water mark if need be.
+    if (frames.free < wanted) this.evict(wanted - frames.free, true);
+    if (frames.free < wanted && withDemand) this.evict(Math.max(wanted - frames.free, frames.used - this.lowFrames));
+    if (frames.free < wanted) return false;
     this.assembliesInUse++;
     region.assemblies.set(block, { data: this.spareAssemblies.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES), arrived: 0 });
     blocks[block] = BlockState.Assembling;
+    if (withDemand) this.demand.pop();
+    const queue = withDemand ? this.demand : this.prefetch;
     for (let p = first; p < first + BLOCK_PAGES; p++) {
+      queue.push(region.id * KEY_SPAN + p);
+      if (withDemand && p === demandPage) continue;
       const frame = frames.take(region.id, p, false);
       table.frame[p] = frame;
       table.move(p, PageState.Fetching);
       frames.prefetched[frame] = 1;
       frames.guess[frame] = 1;
       frames.issuer[frame] = record;
-      this.prefetch.push(region.id * KEY_SPAN + p);
     }
-    region.records[record].prefetched += BLOCK_PAGES;
-    region.stats[C.prefetched] += BLOCK_PAGES;
-    this.prefetchInflight += BLOCK_PAGES;
+    region.records[record].prefetched += wanted;
+    region.stats[C.prefetched] += wanted;
+    this.prefetchInflight += wanted;
     return true;
   }
 
