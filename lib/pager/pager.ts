@@ -224,11 +224,6 @@ export class Pager {
   private deferred: number[] = [];
   // Per fault batch: pages to fetch, as keys region*2^31+page.
   private demand: number[] = [];
-  /**
-   * The key of the page a read fault just asked for, while the policy is consulted about that fault: the
-   * demand fetch is queued but not sent, so a whole-block claim may still take it in (claimBlock). -1 otherwise.
-   */
-  private demandInBlock = -1;
   private prefetch: number[] = [];
   private closed = false;
   /** Polls rather than sleeps after demand work (spinMicros). */
@@ -649,12 +644,7 @@ export class Pager {
         this.demand.push(region.id * KEY_SPAN + page);
         region.trace?.record(now, page, write, false);
         // A read may wait for its whole block, if the policy asks for the rest of it (claimBlock).
-        if (!write && region.blocks !== null) this.demandInBlock = region.id * KEY_SPAN + page;
-        try {
-          this.consult(region, page, write, false, now);
-        } finally {
-          this.demandInBlock = -1;
-        }
+        this.consult(region, page, write, false, now, write ? -1 : page);
         return;
       }
       case PageState.Fetching: {
@@ -766,12 +756,13 @@ export class Pager {
   }
 
   /** Asks the region's advice, else its policy, what to prefetch after a fault on `page`. */
-  private consult(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number): void {
+  /** `demandPage`: the page of a read fault whose demand fetch is queued but not yet sent, or -1 (prefetchRanges). */
+  private consult(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number, demandPage = -1): void {
     const advice = region.advice.length === 0 ? null : adviceAt(region.advice, page);
     if (advice !== null) {
       if (advice.kind === AdviceKind.Sequential) {
         const count = Math.min(SEQUENTIAL_ADVICE_WINDOW, advice.end - page - 1);
-        if (count > 0) this.prefetchRanges(region, [[page + 1, count]], this.adviceRecord(region), -1, write, false);
+        if (count > 0) this.prefetchRanges(region, [[page + 1, count]], this.adviceRecord(region), -1, write, false, demandPage);
       }
       return; // 'random': no prefetch
     }
@@ -797,7 +788,7 @@ export class Pager {
     } catch (error) {
       return this.policyFailed(region, `answered garbage: ${(error as Error).message}`, error);
     }
-    if (ranges.length > 0) this.prefetchRanges(region, ranges, region.policyRecord, -1, write, false);
+    if (ranges.length > 0) this.prefetchRanges(region, ranges, region.policyRecord, -1, write, false, demandPage);
   }
 
   /** Contains a misbehaving policy: the region goes on with 'none', and the application hears why. */
@@ -836,7 +827,15 @@ export class Pager {
    * and only into free frames: a guess never pushes out a page that is resident. Never-written pages are
    * zero-filled ahead instead. `force` lifts the in-flight limit (the application asked: 'willneed').
    */
-  private prefetchRanges(region: PagerRegion, ranges: ReadonlyArray<readonly [number, number]>, record: number, hop: number, write: boolean, force: boolean): void {
+  private prefetchRanges(
+    region: PagerRegion,
+    ranges: ReadonlyArray<readonly [number, number]>,
+    record: number,
+    hop: number,
+    write: boolean,
+    force: boolean,
+    demandPage = -1,
+  ): void {
     const table = region.table;
     const frames = this.frames;
     const limit = force ? Infinity : this.maxPrefetchPages;
@@ -844,10 +843,8 @@ export class Pager {
     const stats = region.stats;
     const owner = region.records[record];
     // A block the answer asks for all of is brought whole, to land as one huge page, when its first page
-    // comes up (a backward stream lists it as several chunks, nearest first).
-    // The page a read fault waits for counts as asked: the block it starts can come whole, the reader
-    // waiting for all of it, instead of that one page and the rest page by page.
-    const demandPage = Math.floor(this.demandInBlock / KEY_SPAN) === region.id ? this.demandInBlock - region.id * KEY_SPAN : -1;
+    // comes up (a backward stream lists it as several chunks, nearest first). The page a read fault waits
+    // for (demandPage) counts as asked: its block can come whole, the reader waiting for all of it.
     const withDemand = demandPage >= 0 ? [...ranges, [demandPage, 1] as const] : ranges;
     let askedPages = 0;
     for (const [, count] of withDemand) askedPages += count;
