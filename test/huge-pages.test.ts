@@ -290,6 +290,42 @@ describe.skipIf(!offered)('regions with hugePages', () => {
     }
   });
 
+  it('keeps a block it has no room for whole for a later read, unless writes split the region’s blocks', async () => {
+    // Room for 768 pages of prefetch and one assembly: a read fault's block takes it, and the next block
+    // the answer asks for finds none.
+    const fm = await FarMemory.open({ nodes: [node.address], localBudget: 32 * MiB, maxPrefetchFraction: 768 / 8192 });
+    const region = await fm.allocate(12 * BLOCK, { prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead: 3 * 512 - 1 } } });
+    try {
+      const expected = Buffer.alloc(12 * BLOCK);
+      fillPattern(expected, 9);
+      const bytes = new Uint8Array(region.buffer);
+      bytes.set(expected);
+      await region.evict();
+      /** Reads a byte of every page of blocks [first, first + count); returns the whole blocks that landed. */
+      const readBlocks = (first: number, count: number) => {
+        const before = region.stats().hugeBlocks;
+        for (let at = first * BLOCK; at < (first + count) * BLOCK; at += PAGE) expect(bytes[at + 1]).toBe(expected[at + 1]);
+        return region.stats().hugeBlocks - before;
+      };
+      // Blocks 0–2, as a reader sees them. The answer to block 0's first fault asks for blocks 1 and 2 too,
+      // with no room for them: they wait, all remote, and each comes whole with its own first read fault.
+      expect(readBlocks(0, 3)).toBe(3);
+      // Blocks 3–8 land whole and a write splits each: the region's blocks do not stay whole.
+      for (let block = 3; block < 9; block++) {
+        expect(readBlocks(block, 1)).toBe(1);
+        expected[block * BLOCK + 5 * PAGE] ^= 0x5a;
+        bytes[block * BLOCK + 5 * PAGE] = expected[block * BLOCK + 5 * PAGE];
+      }
+      // Now the block with no room is fetched page by page, as far as the room goes: block 10 cannot land whole.
+      expect(readBlocks(9, 3)).toBeLessThan(3);
+      await region.evict();
+      expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
+    } finally {
+      await region.free();
+      await fm.close();
+    }
+  });
+
   it('lands every page on its own with hugePages: false', async () => {
     const { fm, region, expected } = await remoteRegion({ hugePages: false });
     try {

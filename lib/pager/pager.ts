@@ -129,6 +129,8 @@ const MAX_PROTECT_GAP = 64;
 const BLOCK_SHIFT = 9;
 const BLOCK_PAGES = 1 << BLOCK_SHIFT;
 const BLOCK_MASK = BLOCK_PAGES - 1;
+/** Above this share of whole blocks split by writes, no block is waited for (PagerRegion.writtenBlocksShare). */
+const WRITTEN_BLOCKS_SHARE = 0.5;
 const BLOCK_BYTES = BLOCK_PAGES * PAGE_SIZE;
 /** Most blocks assembling at once, each in a BLOCK_BYTES buffer of the pager's. */
 const MAX_ASSEMBLIES = 16;
@@ -142,6 +144,15 @@ const enum BlockState {
   Assembling = 1,
   /** Landed by moveIn and untouched page by page since: every page is Clean, and it leaves whole. */
   Whole = 2,
+}
+
+/** What claimBlock made of a block. */
+const enum Claim {
+  Taken,
+  /** A page of it is not remote (or blocks cannot land whole here): its pages go one by one. */
+  NotWhole,
+  /** Every page is remote, but frames, the prefetch limit or assembly buffers are short for now. */
+  NoRoom,
 }
 
 /** A block's pages as they arrive, until all have. */
@@ -168,6 +179,12 @@ interface PagerRegion {
   blocks: Uint8Array | null;
   /** The blocks Assembling, by block index. */
   assemblies: Map<number, Assembly>;
+  /**
+   * Moving share of whole blocks that a write split, of those that ended (split by a write, or evicted
+   * whole): each end moves it 1/8 of the way to 1 or to 0. Above WRITTEN_BLOCKS_SHARE, a block asked for
+   * whole is not worth waiting for (see prefetchRanges).
+   */
+  writtenBlocksShare: number;
   records: PolicyRecord[];
   adviceRecord: number;
   advice: AdviceRange[];
@@ -321,6 +338,7 @@ export class Pager {
       // Block i must be pages [512 i, 512 i + 512) of a 2 MiB-aligned mapping (mapCreate aligns regions that large).
       blocks: this.maxAssemblies > 0 && base % BLOCK_BYTES === 0 && pages >= BLOCK_PAGES ? new Uint8Array(pages >> BLOCK_SHIFT) : null,
       assemblies: new Map(),
+      writtenBlocksShare: 0,
       records: [newRecord(policy.name, 'policy')],
       adviceRecord: -1,
       advice: [],
@@ -730,7 +748,7 @@ export class Pager {
     }
     for (let p = first; p <= last; p++) if (p !== page) table.move(p, PageState.Dirty);
     // Unprotecting part of a huge page splits it.
-    this.splitBlocks(region, first, last);
+    this.blocksEnded(region, this.splitBlocks(region, first, last), true);
     region.stats[C.writeAround] += last - first;
     this.publish(region);
     this.uffd!.writeProtect(region.base + first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE, false, false);
@@ -850,16 +868,24 @@ export class Pager {
     for (const [, count] of withDemand) askedPages += count;
     const asked = region.blocks === null || askedPages < BLOCK_PAGES ? null : mergeRanges(withDemand, region.pages);
     let triedBlock = -1;
-    for (const [first, count] of ranges) {
+    answer: for (const [first, count] of ranges) {
       const start = Math.max(0, first);
       const end = Math.min(region.pages, first + count);
       for (let p = start; p < end && this.prefetchInflight < limit; p++) {
         if (asked !== null && p >> BLOCK_SHIFT !== triedBlock) {
           triedBlock = p >> BLOCK_SHIFT;
           const blockFirst = triedBlock << BLOCK_SHIFT;
-          if (covers(asked, blockFirst, blockFirst + BLOCK_PAGES) && this.claimBlock(region, blockFirst, record, limit, demandPage)) {
-            p = Math.min(end, blockFirst + BLOCK_PAGES) - 1;
-            continue;
+          if (covers(asked, blockFirst, blockFirst + BLOCK_PAGES)) {
+            const claim = this.claimBlock(region, blockFirst, record, limit, demandPage);
+            if (claim === Claim.Taken) {
+              p = Math.min(end, blockFirst + BLOCK_PAGES) - 1;
+              continue;
+            }
+            // No room for it now: its pages one by one would fill what room there is and keep it from
+            // ever landing whole. Where blocks stay whole once landed (a reader's), the answer stops here:
+            // the block waits for room, or for a read fault on it to bring it whole. Where writes split
+            // them soon after (a sort's), landing whole buys little and the wait would cost demand faults.
+            if (claim === Claim.NoRoom && region.writtenBlocksShare < WRITTEN_BLOCKS_SHARE) break answer;
           }
         }
         const state = table.get(p);
@@ -899,11 +925,11 @@ export class Pager {
    * page a read fault just asked for, Fetching with its frame but not yet sent: it joins the block as the
    * page a thread waits on, and the whole block is sent as urgent as its demand fetch would have been.
    */
-  private claimBlock(region: PagerRegion, first: number, record: number, limit: number, demandPage = -1): boolean {
+  private claimBlock(region: PagerRegion, first: number, record: number, limit: number, demandPage = -1): Claim {
     const blocks = region.blocks!;
     const block = first >> BLOCK_SHIFT;
     const frames = this.frames;
-    if (blocks[block] !== BlockState.Pages || region.sampleRate >= 1 || first + BLOCK_PAGES > region.pages) return false;
+    if (blocks[block] !== BlockState.Pages || region.sampleRate >= 1 || first + BLOCK_PAGES > region.pages) return Claim.NotWhole;
     const table = region.table;
     const demandKey = region.id * KEY_SPAN + demandPage;
     const withDemand =
@@ -913,15 +939,15 @@ export class Pager {
       this.demand[this.demand.length - 1] === demandKey;
     const wanted = withDemand ? BLOCK_PAGES - 1 : BLOCK_PAGES;
     // A thread waits on a block with its demand page in it: the prefetch limit does not hold it back.
-    if (this.assembliesInUse === this.maxAssemblies || (!withDemand && this.prefetchInflight + wanted > limit)) return false;
     for (let p = first; p < first + BLOCK_PAGES; p++) {
-      if (table.get(p) !== PageState.Remote && !(withDemand && p === demandPage)) return false;
+      if (table.get(p) !== PageState.Remote && !(withDemand && p === demandPage)) return Claim.NotWhole;
     }
+    if (this.assembliesInUse === this.maxAssemblies || (!withDemand && this.prefetchInflight + wanted > limit)) return Claim.NoRoom;
     // Pages streams have passed make room: they would be the next victims anyway. For a block a thread
     // waits on, frames are found as for any demand fetch: down to the low water mark if need be.
     if (frames.free < wanted) this.evict(wanted - frames.free, true);
     if (frames.free < wanted && withDemand) this.evict(Math.max(wanted - frames.free, frames.used - this.lowFrames));
-    if (frames.free < wanted) return false;
+    if (frames.free < wanted) return Claim.NoRoom;
     this.assembliesInUse++;
     region.assemblies.set(block, { data: this.spareAssemblies.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES), arrived: 0 });
     blocks[block] = BlockState.Assembling;
@@ -940,7 +966,7 @@ export class Pager {
     region.records[record].prefetched += wanted;
     region.stats[C.prefetched] += wanted;
     this.prefetchInflight += wanted;
-    return true;
+    return Claim.Taken;
   }
 
   private returnAssembly(assembly: Assembly): void {
@@ -1362,13 +1388,23 @@ export class Pager {
     }
   }
 
-  /** Blocks holding pages [first, last] no longer land or leave whole. */
-  private splitBlocks(region: PagerRegion, first: number, last: number): void {
+  /** Blocks holding pages [first, last] no longer land or leave whole. Returns how many were Whole. */
+  private splitBlocks(region: PagerRegion, first: number, last: number): number {
     const blocks = region.blocks;
-    if (blocks === null) return;
+    if (blocks === null) return 0;
+    let split = 0;
     for (let b = first >> BLOCK_SHIFT; b <= last >> BLOCK_SHIFT && b < blocks.length; b++) {
-      if (blocks[b] === BlockState.Whole) blocks[b] = BlockState.Pages;
+      if (blocks[b] === BlockState.Whole) {
+        blocks[b] = BlockState.Pages;
+        split++;
+      }
     }
+    return split;
+  }
+
+  /** `count` Whole blocks ended: split by a write, or dropped whole. */
+  private blocksEnded(region: PagerRegion, count: number, written: boolean): void {
+    for (let i = 0; i < count; i++) region.writtenBlocksShare += ((written ? 1 : 0) - region.writtenBlocksShare) / 8;
   }
 
   /**
@@ -1401,7 +1437,7 @@ export class Pager {
         this.frames.release(table.frame[p]);
         table.frame[p] = -1;
       }
-      this.splitBlocks(region, first, first + count - 1);
+      this.blocksEnded(region, this.splitBlocks(region, first, first + count - 1), false);
       this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
       region.stats[C.evictions] += count;
     });
