@@ -1,6 +1,7 @@
 // Whole 2 MiB blocks landed as one transparent huge page (the hugePages option): the addon's moveIn on a
 // real userfaultfd, then the pager on a real memory node. Skipped, with the reason, where the kernel lacks
 // UFFDIO_MOVE (Linux 6.8) or transparent huge pages.
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -323,6 +324,38 @@ describe.skipIf(!offered)('regions with hugePages', () => {
     } finally {
       await region.free();
       await fm.close();
+    }
+  });
+
+  it('loses nothing when connections are cut while whole blocks are received in place', async () => {
+    // The proxy cuts each of its first 6 connections after 1.5 MiB of replies: inside a block's pages,
+    // which the socket reads straight into the block's buffer. The rest is asked for again.
+    const proxy = spawn(process.execPath, [path.join(FIXTURES, 'cutting-proxy.cjs'), String(node.port), String(1.5 * MiB), '6'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const proxyPort = await new Promise<number>((resolve, reject) => {
+        proxy.stdout!.once('data', (d) => resolve(JSON.parse(String(d)).port));
+        proxy.once('exit', (code) => reject(new Error(`cutting-proxy exited with ${code}`)));
+      });
+      const fm = await FarMemory.open({ nodes: [`127.0.0.1:${proxyPort}`], localBudget: 16 * MiB, reconnectInitialMs: 10 });
+      try {
+        const region = await fm.allocate(32 * MiB, { prefetch: 'readahead' });
+        const expected = Buffer.alloc(32 * MiB);
+        fillPattern(expected, 13);
+        new Uint8Array(region.buffer).set(expected);
+        await region.evict();
+        for (let pass = 0; pass < 2; pass++) {
+          expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
+          await region.evict();
+        }
+        expect(region.stats().hugeBlocks).toBeGreaterThan(0);
+        await region.free();
+      } finally {
+        await fm.close();
+      }
+    } finally {
+      proxy.kill('SIGKILL');
     }
   });
 

@@ -373,7 +373,8 @@ export class Pager {
     // The allocating thread detaches its buffer only after this returns, so the mapping is still there.
     this.uffd!.unregister(region.base, region.pages * PAGE_SIZE);
     this.native.dropRange(region.base, region.pages * PAGE_SIZE);
-    for (const assembly of region.assemblies.values()) this.returnAssembly(assembly);
+    // A socket may still be receiving into these buffers (assemblyView): they are not reused.
+    this.assembliesInUse -= region.assemblies.size;
     region.assemblies.clear();
     const frames = this.frames;
     for (let f = 0; f < frames.size; f++) {
@@ -978,7 +979,11 @@ export class Pager {
   private assemble(region: PagerRegion, page: number, src: Buffer, at: number, count: number): void {
     const block = page >> BLOCK_SHIFT;
     const assembly = region.assemblies.get(block)!;
-    src.copy(assembly.data, (page & BLOCK_MASK) * PAGE_SIZE, at, at + count * PAGE_SIZE);
+    const to = (page & BLOCK_MASK) * PAGE_SIZE;
+    // Received in place (assemblyView): already there.
+    if (src.buffer !== assembly.data.buffer || src.byteOffset + at !== assembly.data.byteOffset + to) {
+      src.copy(assembly.data, to, at, at + count * PAGE_SIZE);
+    }
     assembly.arrived += count;
     region.stats[C.bytesFetched] += count * PAGE_SIZE;
     if (assembly.arrived < BLOCK_PAGES) return;
@@ -1215,7 +1220,20 @@ export class Pager {
           this.listener.notify('fetch-error', { region: region.id, firstPage: first, pages: count, error: error.toJSON() });
         }
       },
+      (index, n) => this.assemblyView(region, first + index, n),
     );
+  }
+
+  /**
+   * Pages [page, page + count) of one Assembling block: the part of its assembly buffer they go to, for
+   * the socket to receive them straight there (assemble then copies nothing). Null otherwise.
+   */
+  private assemblyView(region: PagerRegion, page: number, count: number): Buffer | null {
+    const blocks = region.blocks;
+    if (region.freed || blocks === null || blocks[page >> BLOCK_SHIFT] !== BlockState.Assembling) return null;
+    const offset = page & BLOCK_MASK;
+    if (offset + count > BLOCK_PAGES) return null;
+    return region.assemblies.get(page >> BLOCK_SHIFT)!.data.subarray(offset * PAGE_SIZE, (offset + count) * PAGE_SIZE);
   }
 
   // Runs on the pager thread, from the socket's read callback: `count` pages starting at `first`

@@ -33,6 +33,13 @@ export interface Request {
   reply?: Buffer;
   /** READ_OK pages as they arrive: `count` whole pages of `src` at `srcOffset`, starting at request page `index`. */
   onPages?: (req: Request, index: number, src: Buffer, srcOffset: number, count: number) => void;
+  /**
+   * Where the READ_OK pages [index, index + count) of this request may be received in place: a view of
+   * exactly `count` pages, which the socket then reads into directly (no copy out of the receive buffer),
+   * or null. Pages received so reach onPages with `src` that view. The view must stay valid and unused
+   * by anything else until the request is done or the connection is gone.
+   */
+  receiveInto?: (req: Request, index: number, count: number) => Buffer | null;
   onDone: (error: FarmemError | null, req: Request) => void;
 }
 
@@ -124,6 +131,11 @@ export class Connection {
   private readonly carry = Buffer.alloc(PAGE_SIZE);
   private carryFill = 0;
   private readonly receiveBuffer = Buffer.allocUnsafe(RECEIVE_BUFFER_BYTES);
+  /** While the rest of a READ_OK's pages are received in place (receiveInto): their view, and how much has arrived. */
+  private direct: Buffer | null = null;
+  private directFilled = 0;
+  /** The buffer the socket reads into next, as last handed to it. */
+  private given: Buffer = this.receiveBuffer;
 
   constructor(
     private readonly options: ConnectionOptions,
@@ -136,20 +148,24 @@ export class Connection {
   connect(): void {
     if (this.state === 'closed' || this.state === 'failed') return;
     this.state = 'connecting';
+    // Before connect: the new socket asks for its first buffer at once.
+    this.resetParser();
     const socket = net.connect({
       host: this.options.host,
       port: this.options.port,
       noDelay: true,
       onread: {
-        buffer: this.receiveBuffer,
+        // Node asks for the next buffer after each read's callback, so it follows the parser's state.
+        buffer: () => (this.given = this.direct === null ? this.receiveBuffer : this.direct.subarray(this.directFilled)),
         callback: (bytes: number, buffer: Uint8Array) => {
-          if (this.socket === socket) this.onData(buffer as Buffer, bytes);
+          if (this.socket !== socket) return true;
+          if (this.direct !== null && buffer === this.given && buffer !== this.receiveBuffer) this.directArrived(bytes);
+          else this.onData(buffer as Buffer, bytes);
           return true;
         },
       },
     });
     this.socket = socket;
-    this.resetParser();
     this.connectTimer = setTimeout(() => {
       socket.destroy(
         new FarmemError('FARMEM_NODE_UNREACHABLE', `${this.options.label}: no answer within ${this.options.connectTimeoutMs} ms`),
@@ -326,6 +342,8 @@ export class Connection {
     this.bodyFill = 0;
     this.readRequest = null;
     this.carryFill = 0;
+    this.direct = null;
+    this.directFilled = 0;
   }
 
   // Runs on the pager thread, from the socket's onread callback; `buf` is valid only during the call.
@@ -386,6 +404,19 @@ export class Connection {
         }
         case Parse.ReadData: {
           const req = this.readRequest!;
+          if (this.carryFill === 0 && this.direct === null && req.receiveInto !== undefined) {
+            const target = req.receiveInto(req, this.readIndex, this.readRemaining);
+            if (target !== null) {
+              // What already sits in the receive buffer is copied; the socket reads the rest in place.
+              this.direct = target;
+              this.directFilled = 0;
+              const take = Math.min(length - off, target.length);
+              buf.copy(target, 0, off, off + take);
+              off += take;
+              this.directArrived(take);
+              break;
+            }
+          }
           if (this.carryFill > 0) {
             const take = Math.min(PAGE_SIZE - this.carryFill, length - off);
             buf.copy(this.carry, this.carryFill, off, off + take);
@@ -428,6 +459,20 @@ export class Connection {
       }
       if (this.socket === null && this.state !== 'ready') return;
     }
+  }
+
+  /** `bytes` more of the in-place pages arrived: hands on those now whole, and ends the read once all are in. */
+  private directArrived(bytes: number): void {
+    const target = this.direct!;
+    const before = Math.floor(this.directFilled / PAGE_SIZE);
+    this.directFilled += bytes;
+    const after = Math.floor(this.directFilled / PAGE_SIZE);
+    if (after > before) this.deliver(this.readRequest!, target, before * PAGE_SIZE, after - before);
+    // deliver may have ended the connection (and reset the parser).
+    if (this.direct !== target || this.directFilled < target.length) return;
+    this.direct = null;
+    this.directFilled = 0;
+    this.finishRead();
   }
 
   private deliver(req: Request, src: Buffer, srcOffset: number, count: number): void {

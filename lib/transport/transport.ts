@@ -224,7 +224,10 @@ export class Transport {
     );
   }
 
-  /** Reads pages [firstPage, firstPage+count) of one stripe; pages stream to onPages as they arrive. */
+  /**
+   * Reads pages [firstPage, firstPage+count) of one stripe; pages stream to onPages as they arrive.
+   * `receiveInto`, if given, may name where pages are received in place (Request.receiveInto).
+   */
   read(
     node: number,
     regionId: number,
@@ -233,6 +236,7 @@ export class Transport {
     urgent: boolean,
     onPages: PagesCallback,
     onDone: DoneCallback,
+    receiveInto?: (index: number, count: number) => Buffer | null,
   ): void {
     const link = this.links[node];
     const id = this.nextId();
@@ -248,6 +252,7 @@ export class Transport {
         r.frame = encodeRead(r.id, regionId, r.firstPage + r.delivered, r.pageCount - r.delivered);
       },
       onPages: (_r, index, src, srcOffset, n) => onPages(index, src, srcOffset, n),
+      receiveInto: receiveInto === undefined ? undefined : (_r, index, n) => receiveInto(index, n),
       onDone: (error) => onDone(error),
     };
     (urgent ? link.urgent : link.bulk).send(req, urgent);
