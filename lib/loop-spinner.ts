@@ -25,6 +25,16 @@ export class LoopSpinner {
     setImmediate(tick);
   }
 
+  /** Whether the loop is polling now. */
+  get active(): boolean {
+    return this.spinning;
+  }
+
+  /** Ends the spin running now at its next tick; a later poke starts a new one. */
+  settle(): void {
+    this.until = 0;
+  }
+
   /** Ends any spin at its next tick; later pokes do nothing. */
   stop(): void {
     this.stopped = true;

@@ -6,6 +6,7 @@
 // would wait for itself; it reads region memory only through readOut() of pages it has just
 // write-protected, which are resident.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { FarmemError } from '../errors';
 import { formatBytes } from '../units';
 import { COPY_DONTWAKE, COPY_WP, FAULT_FLAG_WP, FAULT_FLAG_WRITE, loadNative, type NativeBinding, type UffdHandle } from '../native';
@@ -245,6 +246,14 @@ export class Pager {
   private closed = false;
   /** Polls rather than sleeps after demand work (spinMicros). */
   private readonly spinner: LoopSpinner;
+  /** Frames a thread waits on (faultAt set): the spin after a served waiter ends when none is left, on one CPU. */
+  private waiting = 0;
+  /**
+   * The process may run on one CPU only (its affinity, as `taskset -c 0` sets it). Then a thread just
+   * woken needs that CPU, which a spin would share with it, and its next fault hands the CPU straight
+   * back to this thread: there is no idle CPU to wake. So on one CPU the spin lasts while threads wait.
+   */
+  private readonly oneCpu = os.availableParallelism() === 1;
   /** Assembly buffers not in use, and how many may be in use at once (0: blocks never land whole). */
   private readonly spareAssemblies: Buffer[] = [];
   private assembliesInUse = 0;
@@ -382,6 +391,7 @@ export class Pager {
         if (region.table.get(frames.page[f]) === PageState.Fetching && frames.prefetched[f]) {
           this.prefetchInflight--;
         }
+        if (frames.faultAt[f] > 0) this.waiting--;
         this.heldData.delete(f);
         frames.release(f);
       }
@@ -597,8 +607,9 @@ export class Pager {
       if (flags & FAULT_FLAG_WP) this.onWriteProtectFault(region, page);
       else this.onMissingFault(region, page, (flags & FAULT_FLAG_WRITE) !== 0, now);
     }
-    // A thread waits on each demand fetch: its answer is due in one round trip.
-    if (this.demand.length > 0) this.spinner.poke();
+    // A thread waits on each demand fetch: its answer is due in one round trip. Not for a whole block: its
+    // 2 MiB take far longer than an idle CPU's wake-up, and polling would read them in small pieces.
+    if (this.demand.length > 0 && this.demand.length < BLOCK_PAGES) this.spinner.poke();
     this.issueFetches();
     this.balance();
   }
@@ -652,6 +663,7 @@ export class Pager {
         table.move(page, PageState.Fetching);
         this.frames.wantsWrite[frame] = write ? 1 : 0;
         this.frames.faultAt[frame] = now;
+        this.waiting++;
         region.stats[C.remoteFetches]++;
         region.records[region.policyRecord].demandFetches++;
         if (region.guide) {
@@ -671,6 +683,7 @@ export class Pager {
         if (write) this.frames.wantsWrite[frame] = 1;
         if (this.frames.prefetched[frame] && this.frames.faultAt[frame] === 0) {
           this.frames.faultAt[frame] = now;
+          this.waiting++;
           region.stats[C.prefetchHits]++;
           this.markUsed(region, frame);
           this.passedBy(region, page);
@@ -1309,8 +1322,10 @@ export class Pager {
       region.stats[C.latencySumUs] += us;
       frames.faultAt[frame] = 0;
       frames.referenced[frame] = 1;
+      this.waiting--;
       // A thread was waiting and runs again: its next fault may follow within microseconds.
-      this.spinner.poke();
+      if (this.oneCpu && this.waiting === 0) this.spinner.settle();
+      else this.spinner.poke();
     }
   }
 
