@@ -762,7 +762,7 @@ export class Pager {
     }
     for (let p = first; p <= last; p++) if (p !== page) table.move(p, PageState.Dirty);
     // Unprotecting part of a huge page splits it.
-    this.blocksEnded(region, this.splitBlocks(region, first, last), true);
+    this.splitBlocks(region, first, last, true);
     region.stats[C.writeAround] += last - first;
     this.publish(region);
     this.uffd!.writeProtect(region.base + first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE, false, false);
@@ -787,8 +787,10 @@ export class Pager {
     this.issueFetches();
   }
 
-  /** Asks the region's advice, else its policy, what to prefetch after a fault on `page`. */
-  /** `demandPage`: the page of a read fault whose demand fetch is queued but not yet sent, or -1 (prefetchRanges). */
+  /**
+   * Asks the region's advice, else its policy, what to prefetch after a fault on `page`. `demandPage`: the
+   * page of a read fault whose demand fetch is queued but not yet sent, or -1 (see prefetchRanges).
+   */
   private consult(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number, demandPage = -1): void {
     const advice = region.advice.length === 0 ? null : adviceAt(region.advice, page);
     if (advice !== null) {
@@ -1421,23 +1423,19 @@ export class Pager {
     }
   }
 
-  /** Blocks holding pages [first, last] no longer land or leave whole. Returns how many were Whole. */
-  private splitBlocks(region: PagerRegion, first: number, last: number): number {
+  /**
+   * Blocks holding pages [first, last] no longer land or leave whole. Each that was Whole ended, split by
+   * a write or dropped whole, and moves the region's writtenBlocksShare.
+   */
+  private splitBlocks(region: PagerRegion, first: number, last: number, byWrite: boolean): void {
     const blocks = region.blocks;
-    if (blocks === null) return 0;
-    let split = 0;
+    if (blocks === null) return;
     for (let b = first >> BLOCK_SHIFT; b <= last >> BLOCK_SHIFT && b < blocks.length; b++) {
       if (blocks[b] === BlockState.Whole) {
         blocks[b] = BlockState.Pages;
-        split++;
+        region.writtenBlocksShare += ((byWrite ? 1 : 0) - region.writtenBlocksShare) / 8;
       }
     }
-    return split;
-  }
-
-  /** `count` Whole blocks ended: split by a write, or dropped whole. */
-  private blocksEnded(region: PagerRegion, count: number, written: boolean): void {
-    for (let i = 0; i < count; i++) region.writtenBlocksShare += ((written ? 1 : 0) - region.writtenBlocksShare) / 8;
   }
 
   /**
@@ -1470,7 +1468,7 @@ export class Pager {
         this.frames.release(table.frame[p]);
         table.frame[p] = -1;
       }
-      this.blocksEnded(region, this.splitBlocks(region, first, first + count - 1), false);
+      this.splitBlocks(region, first, first + count - 1, false);
       this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
       region.stats[C.evictions] += count;
     });
