@@ -149,6 +149,18 @@ describe.skipIf(!offered)('regions with hugePages', () => {
     return { fm, region, expected };
   }
 
+  /** A region of `size`, every page written and then evicted, whose policy asks for the next `ahead` pages. */
+  async function nextPageRegion(options: Record<string, unknown>, size: number, ahead: number, seed: number) {
+    const fm = await FarMemory.open({ nodes: [node.address], ...options });
+    const region = await fm.allocate(size, { prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead } } });
+    const expected = Buffer.alloc(size);
+    fillPattern(expected, seed);
+    const bytes = new Uint8Array(region.buffer);
+    bytes.set(expected);
+    await region.evict();
+    return { fm, region, expected, bytes };
+  }
+
   it('lands whole blocks of a scan as huge pages, and every byte is right, pass after pass', async () => {
     const { fm, region, expected } = await remoteRegion();
     try {
@@ -257,14 +269,8 @@ describe.skipIf(!offered)('regions with hugePages', () => {
   });
 
   it('lands the block a read fault starts whole, when the policy asks for the rest of it', async () => {
-    const fm = await FarMemory.open({ nodes: [node.address], localBudget: 16 * MiB });
-    const region = await fm.allocate(8 * MiB, { prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead: 511 } } });
+    const { fm, region, expected, bytes } = await nextPageRegion({ localBudget: 16 * MiB }, 8 * MiB, 511, 5);
     try {
-      const expected = Buffer.alloc(8 * MiB);
-      fillPattern(expected, 5);
-      const bytes = new Uint8Array(region.buffer);
-      bytes.set(expected);
-      await region.evict();
       const before = region.stats();
       // Block 1's first page: the answer asks for the other 511, so the reader waits for all 512 and they
       // land as one move. Its first read after that faults on nothing.
@@ -294,14 +300,8 @@ describe.skipIf(!offered)('regions with hugePages', () => {
   it('keeps a block it has no room for whole for a later read, unless writes split the region’s blocks', async () => {
     // Room for 768 pages of prefetch and one assembly: a read fault's block takes it, and the next block
     // the answer asks for finds none.
-    const fm = await FarMemory.open({ nodes: [node.address], localBudget: 32 * MiB, maxPrefetchFraction: 768 / 8192 });
-    const region = await fm.allocate(12 * BLOCK, { prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead: 3 * 512 - 1 } } });
+    const { fm, region, expected, bytes } = await nextPageRegion({ localBudget: 32 * MiB, maxPrefetchFraction: 768 / 8192 }, 12 * BLOCK, 3 * 512 - 1, 9);
     try {
-      const expected = Buffer.alloc(12 * BLOCK);
-      fillPattern(expected, 9);
-      const bytes = new Uint8Array(region.buffer);
-      bytes.set(expected);
-      await region.evict();
       /** Reads a byte of every page of blocks [first, first + count); returns the whole blocks that landed. */
       const readBlocks = (first: number, count: number) => {
         const before = region.stats().hugeBlocks;
