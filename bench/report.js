@@ -423,6 +423,11 @@ function residencySection(data, budgets) {
         else if (offTarget) swapText += `, off target after ${timed.length} timed tries`;
         else if (calibration && !calibration.converged) swapText += ', not converged';
         if (swap.cgroup.pageClusterAfterOomKill !== undefined) swapText += `, page-cluster ${swap.cgroup.pageClusterAfterOomKill} (retry after an OOM kill)`;
+        const rescue = swap.cgroup.oomRescue;
+        if (rescue?.rescues > 0) {
+          swapText += `, ${rescue.rescues} stalls at the limit woken by raising it (at most ${(rescue.maxRaiseBytes / 1048576).toFixed(0)} MiB, ` +
+            `${rescue.raisedMs.toFixed(0)} ms in all, calibration included)`;
+        }
       }
       const values = farmem.map((r) => r.residentBytes);
       const low = values.length ? share(Math.min(...values)) : null;

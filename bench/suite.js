@@ -94,24 +94,30 @@ async function runSwapCell(prepared, argv, budgetBytes, what) {
   let pageCluster = null; // the host's
   let r = await attempt(slack, calibrate);
   // Under a tight limit cgroup v1's reclaim can give up and OOM-kill: every page it holds is on the active
-  // list, most of them in the swap cache. The second try is at the same budget, still steered, with no
-  // swap-in readahead (page-cluster 0), which charges pages nobody asked for: kv survived that way here,
-  // quicksort did not. A third has three times the slack and the limit left there (swap then keeps more
-  // than the budget resident, as the results record).
-  if (r.oomKilled) {
+  // list, most of them in the swap cache. runInCgroup turns v1's OOM killer off and wakes such stalls
+  // (startOomRescue). With the killer off, a kernel allocation outside a page fault that finds no room
+  // fails instead, and Node may abort on it. Either death gets the retries below. The second try is at
+  // the same budget, still steered, with no swap-in readahead (page-cluster 0), which charges pages
+  // nobody asked for: kv survived that way here, quicksort did not. A third has three times the slack
+  // and the limit left there (swap then keeps more than the budget resident, as the results record).
+  const diedAtLimit = (result) => result.oomKilled || (result.signal !== null && !result.timedOut);
+  if (diedAtLimit(r)) {
     pageCluster = 0;
     r = await kernelSwap.withPageCluster(pageCluster, () => attempt(slack, calibrate));
   }
-  if (r.oomKilled) {
+  if (diedAtLimit(r)) {
     slack *= 3;
     calibrate = false;
     r = await kernelSwap.withPageCluster(pageCluster, () => attempt(slack, calibrate));
   }
-  if (r.oomKilled) throw new Error(`${what}: killed three times by the cgroup's OOM killer (its reclaim gave up)`);
+  if (diedAtLimit(r)) {
+    throw new Error(`${what}: died three times at its cgroup's limit (last: ${r.oomKilled ? "the cgroup's OOM killer" : r.signal})`);
+  }
   if (r.code !== 0) throw new Error(`${what} failed (${r.code ?? r.signal})`);
   const out = cellResult(r.stdout, what);
   if (out.cgroup) {
     out.cgroup.slackBytes = slack;
+    if (r.oomRescue) out.cgroup.oomRescue = r.oomRescue;
     if (pageCluster !== null) out.cgroup.pageClusterAfterOomKill = pageCluster;
     if (!calibrate) out.cgroup.uncalibratedAfterOomKill = true;
   }

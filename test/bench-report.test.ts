@@ -75,6 +75,7 @@ function fixture(swapAvailable = true) {
               timed: [{ limitBytes: 4e7, startResidentBytes: 2.4e7, endResidentBytes: 2.6e7 }],
               calibration: { converged: true },
               pageClusterAfterOomKill: 0,
+              oomRescue: { rescues: 3, maxRaiseBytes: 2 * 1048576, raisedMs: 41.6 },
             },
           })),
         ],
@@ -145,7 +146,10 @@ describe('bench/report.js', () => {
     expect(md).toContain('`columns`: not in this run.');
     expect(md).toContain('`scan`: 5.00 GB/s (readahead)'); // 1e9 B / 0.2 s
     expect(md).toContain('60% is 1.20 GB/s; reached: yes.');
-    expect(md).toContain('| Quicksort | 25% | 25% (24% → 26%), page-cluster 0 (retry after an OOM kill) |');
+    expect(md).toContain(
+      '| Quicksort | 25% | 25% (24% → 26%), page-cluster 0 (retry after an OOM kill), 3 stalls at the limit woken by raising it ' +
+        '(at most 2 MiB, 42 ms in all, calibration included) |',
+    );
   });
 
   it('replaces its section on a second run rather than adding another', async () => {

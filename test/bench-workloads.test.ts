@@ -210,6 +210,46 @@ describe('farmem bench', () => {
     }
   });
 
+  it('wakes a swap cell stalled at its cgroup v1 limit instead of letting the OOM killer end it', async (context) => {
+    if (process.getuid?.() !== 0) context.skip();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const kernelSwap = require('../bench/apps/kernel-swap.js') as {
+      prepareKernelSwap(o: { swapBytes: number; swapFile: string }): Promise<{ available: boolean; cgroupVersion?: string; cleanup(): Promise<void> }>;
+      runInCgroup(
+        prepared: unknown,
+        o: { budgetBytes: number; argv: string[]; timeoutMs: number },
+      ): Promise<{ code: number | null; stdout: string; oomKilled: boolean; oomRescue: { rescues: number; maxRaiseBytes: number } | null }>;
+    };
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'farmem-oom-rescue-'));
+    const prepared = await kernelSwap.prepareKernelSwap({ swapBytes: 16 * MiB, swapFile: path.join(dir, 'swap') });
+    try {
+      if (!prepared.available || prepared.cgroupVersion !== 'v1') context.skip();
+      // With swappiness 0 the cgroup cannot swap anything out, so every charge past the limit fails the
+      // way a thrashing cell's does when reclaim gives up: without the rescue the kernel kills the child.
+      const script = path.join(dir, 'grow.cjs');
+      fs.writeFileSync(
+        script,
+        `const ks = require(${JSON.stringify(path.join(ROOT, 'bench/apps/kernel-swap.js'))});\n` +
+          `ks.enterLimit();\n` +
+          `require('fs').writeFileSync(require('path').join(process.env.FARMEM_BENCH_CGROUP, 'memory.swappiness'), '0');\n` +
+          `const view = new Uint8Array(24 * 1024 * 1024);\n` +
+          `for (let i = 0; i < view.length; i += 4096) view[i] = 1;\n` +
+          // Exit status 7: every page was touched. Exiting asks the kernel for no memory; a write to
+          // stdout could, at a limit the cgroup sits at.
+          `process.exit(7);\n`,
+      );
+      // --jitless: no compiler thread asking for memory while the child sits at its limit.
+      const r = await kernelSwap.runInCgroup(prepared, { budgetBytes: 4 * MiB, argv: ['--jitless', script], timeoutMs: 60_000 });
+      expect(r.oomKilled, JSON.stringify(r)).toBe(false);
+      expect(r.code, JSON.stringify(r)).toBe(7);
+      expect(r.oomRescue!.rescues).toBeGreaterThan(0);
+      expect(r.oomRescue!.maxRaiseBytes).toBeGreaterThan(0);
+    } finally {
+      await prepared.cleanup();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('measures how much of a buffer is resident, which the swap harness steers its cgroup limit by', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { workingSetResidentBytes } = require('../bench/apps/kernel-swap.js') as {

@@ -343,9 +343,76 @@ function wasOomKilled(version, dir, signal, timedOut) {
   return signal === 'SIGKILL' && !timedOut && Number(readText(path.join(dir, 'memory.failcnt')) || 0) > 0;
 }
 
+// How far a stalled v1 cgroup's limit is raised for a moment, and how long before it goes back.
+const RESCUE_STEP_BYTES = 1 << 20;
+const RESCUE_HOLD_MS = 5;
+
+/**
+ * cgroup v1 only. Under a tight limit v1's reclaim sometimes gives up (every page it holds just
+ * referenced), and the OOM killer ends the cell. Here the killer is off: a charge that fails then
+ * sleeps ("under_oom") until some of the cgroup's memory is freed (a swap-out completing) or the limit
+ * rises. In case nothing is freed, this process, outside the cgroup, polls for a sleeper every
+ * millisecond, raises the limit by RESCUE_STEP_BYTES, which wakes it, and puts the limit back
+ * RESCUE_HOLD_MS later (reclaiming on the way down) unless the child has set a limit of its own since.
+ * A stall counts in the cell's time, as memory.high's throttling does on v2. Returns null where the
+ * killer cannot be turned off, else { stop() -> { rescues, maxRaiseBytes, raisedMs } }.
+ */
+function startOomRescue(dir) {
+  const control = path.join(dir, 'memory.oom_control');
+  const limitPath = path.join(dir, 'memory.limit_in_bytes');
+  try {
+    fs.writeFileSync(control, '1');
+  } catch {
+    return null;
+  }
+  const stats = { rescues: 0, maxRaiseBytes: 0, raisedMs: 0 };
+  let raised = null; // { from, to, at } while this process holds the limit above the child's
+  const readLimit = () => Number(readText(limitPath));
+  const tick = () => {
+    const underOom = /^under_oom 1$/m.test(readText(control) || '');
+    const now = performance.now();
+    if (underOom) {
+      const limit = readLimit();
+      if (!Number.isFinite(limit)) return;
+      const to = limit + RESCUE_STEP_BYTES;
+      try {
+        fs.writeFileSync(limitPath, String(to));
+      } catch {
+        return; // the cgroup is going away
+      }
+      if (raised === null || raised.to !== limit) raised = { from: limit, to, at: now };
+      else raised = { from: raised.from, to, at: raised.at };
+      stats.rescues++;
+      stats.maxRaiseBytes = Math.max(stats.maxRaiseBytes, raised.to - raised.from);
+      return;
+    }
+    if (raised === null || now - raised.at < RESCUE_HOLD_MS) return;
+    if (readLimit() !== raised.to) {
+      raised = null; // the child set its own limit meanwhile
+      return;
+    }
+    try {
+      fs.writeFileSync(limitPath, String(raised.from));
+      stats.raisedMs += now - raised.at;
+      raised = null;
+    } catch {
+      // EBUSY: not reclaimable down to it yet; tried again on the next tick.
+    }
+  };
+  const timer = setInterval(tick, 1);
+  return {
+    stop() {
+      clearInterval(timer);
+      if (raised !== null) stats.raisedMs += performance.now() - raised.at;
+      return stats;
+    },
+  };
+}
+
 /**
  * Runs `node ...argv` in a fresh memory cgroup, with no limit yet: the child sets it with enterLimit().
- * stdout is collected, stderr inherited. Resolves { code, signal, stdout, oomKilled, timedOut }.
+ * stdout is collected, stderr inherited. Resolves { code, signal, stdout, oomKilled, timedOut, oomRescue }
+ * (oomRescue: startOomRescue's figures on v1, else null).
  */
 async function runInCgroup(prepared, { limitSlackBytes = 0, budgetBytes, argv = [], env = process.env, timeoutMs = 0 } = {}) {
   const state = prepared && internals.get(prepared);
@@ -371,6 +438,7 @@ async function runInCgroup(prepared, { limitSlackBytes = 0, budgetBytes, argv = 
     },
   });
   owned.children.add(child);
+  const rescue = version === 'v1' ? startOomRescue(cgdir) : null;
   let stdout = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (d) => { stdout += d; });
@@ -390,12 +458,13 @@ async function runInCgroup(prepared, { limitSlackBytes = 0, budgetBytes, argv = 
     if (timer) clearTimeout(timer);
     owned.children.delete(child);
   });
+  const oomRescue = rescue === null ? null : rescue.stop();
   // Whatever it left in its process group goes too.
   try { process.kill(-child.pid, 'SIGKILL'); } catch { /* none left */ }
 
   const oomKilled = wasOomKilled(version, cgdir, signal, timedOut);
   if (await removeCgroup(cgdir)) state.cgroups.delete(cgdir);
-  return { code, signal, stdout, oomKilled, timedOut };
+  return { code, signal, stdout, oomKilled, timedOut, oomRescue };
 }
 
 // ---- child side ----------------------------------------------------------------------------------
