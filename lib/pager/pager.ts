@@ -1357,30 +1357,46 @@ export class Pager {
 
   /**
    * Frees up to `wanted` frames: pages streams have passed first, most recent first, then second chance
-   * over fill order. Clean pages go without network.
+   * over fill order. Clean pages go without network. A page of a Whole block takes the whole block with
+   * it: the block is one huge page, all of it Clean, and dropping all of it is one cheap unmap where
+   * dropping part would split it.
    */
   private evict(wanted: number, passedOnly = false): void {
     const frames = this.frames;
-    let victims: number[] = [];
+    const victims: number[] = [];
+    // Whole blocks chosen, by the key of their first page. Their pages count as freed once chosen, and
+    // a frame of one met again below is passed over.
+    const wholeBlocks = new Set<number>();
+    let freed = 0;
     // Chosen from the passed stack; their ring entries are still live until the drop below.
     const chosen = new Set<number>();
-    while (victims.length < wanted) {
+    while (freed < wanted) {
       const f = frames.popPassed();
       if (f < 0) break;
-      const state = this.regions.get(frames.region[f])!.table.get(frames.page[f]);
+      const region = this.regions.get(frames.region[f])!;
+      const page = frames.page[f];
+      const state = region.table.get(page);
       // Touched again since it was passed (a write), or no longer mapped: left to the ring.
       if ((state !== PageState.Clean && state !== PageState.Dirty) || frames.referenced[f]) continue;
+      const block = wholeBlockKey(region, page);
+      if (block >= 0) {
+        if (!wholeBlocks.has(block)) freed += BLOCK_PAGES;
+        wholeBlocks.add(block);
+        continue;
+      }
       chosen.add(f);
-      victims.push(frames.region[f] * KEY_SPAN + frames.page[f]);
+      victims.push(region.id * KEY_SPAN + page);
+      freed++;
     }
     // Two passes over the queue at most: the first may only clear second-chance bits.
     let budget = passedOnly ? 0 : 2 * frames.used;
-    while (victims.length < wanted && budget-- > 0) {
+    while (freed < wanted && budget-- > 0) {
       const f = frames.popOldest();
       if (f < 0) break;
       if (chosen.has(f)) continue;
-      const regionId = frames.region[f];
-      const state = this.regions.get(regionId)!.table.get(frames.page[f]);
+      const region = this.regions.get(frames.region[f])!;
+      const page = frames.page[f];
+      const state = region.table.get(page);
       if ((state !== PageState.Clean && state !== PageState.Dirty && state !== PageState.Held) || frames.referenced[f]) {
         // In flight, or touched since the hand last passed: back of the queue.
         frames.referenced[f] = 0;
@@ -1388,14 +1404,25 @@ export class Pager {
         continue;
       }
       // Popped and not requeued: it cannot be picked twice before it is dropped below.
-      victims.push(regionId * KEY_SPAN + frames.page[f]);
+      const block = wholeBlockKey(region, page);
+      if (block >= 0) {
+        if (!wholeBlocks.has(block)) freed += BLOCK_PAGES;
+        wholeBlocks.add(block);
+        continue;
+      }
+      victims.push(region.id * KEY_SPAN + page);
+      freed++;
     }
-    if (victims.length === 0) return;
-    if (this.maxAssemblies > 0) victims = this.wholeBlocksOf(victims);
+    if (freed === 0) return;
     victims.sort((a, b) => a - b);
     this.drops.begin();
     try {
       this.dropVictims(victims);
+      for (const key of wholeBlocks) {
+        const region = this.regions.get(Math.floor(key / KEY_SPAN))!;
+        this.dropCleanRun(region, key - region.id * KEY_SPAN, BLOCK_PAGES);
+        this.publish(region);
+      }
     } finally {
       this.drops.end();
     }
@@ -1438,40 +1465,23 @@ export class Pager {
     }
   }
 
-  /**
-   * Victims (keys, sorted or not) with every other page of the Whole blocks they touch: such a block is
-   * one huge page, all of it Clean, and dropping all of it is one cheap unmap where dropping part would
-   * split it. The extra pages cost no network.
-   */
-  private wholeBlocksOf(victims: number[]): number[] {
-    let wholeStarts: Set<number> | null = null;
-    for (const key of victims) {
-      const regionId = Math.floor(key / KEY_SPAN);
-      const page = key - regionId * KEY_SPAN;
-      const blocks = this.regions.get(regionId)!.blocks;
-      if (blocks !== null && blocks[page >> BLOCK_SHIFT] === BlockState.Whole) (wholeStarts ??= new Set()).add(key - (page & BLOCK_MASK));
-    }
-    if (wholeStarts === null) return victims;
-    // KEY_SPAN is a multiple of BLOCK_PAGES, so a key's block starts at key - key % BLOCK_PAGES.
-    const extended = victims.filter((key) => !wholeStarts.has(key - (key % BLOCK_PAGES)));
-    for (const start of wholeStarts) for (let i = 0; i < BLOCK_PAGES; i++) extended.push(start + i);
-    return extended;
+  /** Drops clean pages (sorted). */
+  private dropClean(region: PagerRegion, pages: number[]): void {
+    forEachRun(pages, Infinity, Infinity, (first, count) => this.dropCleanRun(region, first, count));
   }
 
-  /** Drops clean pages: no network, unless a write-back of the page is still in flight (then it keeps that copy). */
-  private dropClean(region: PagerRegion, pages: number[]): void {
+  /** Drops clean pages [first, first + count): no network, unless a write-back of one is still in flight (then it keeps that copy). */
+  private dropCleanRun(region: PagerRegion, first: number, count: number): void {
     const table = region.table;
-    forEachRun(pages, Infinity, Infinity, (first, count) => {
-      for (let p = first; p < first + count; p++) {
-        table.move(p, this.writeCopies.has(region.id * KEY_SPAN + p) ? PageState.Evicting : PageState.Remote);
-        this.markGone(region, table.frame[p]);
-        this.frames.release(table.frame[p]);
-        table.frame[p] = -1;
-      }
-      this.splitBlocks(region, first, first + count - 1, false);
-      this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
-      region.stats[C.evictions] += count;
-    });
+    for (let p = first; p < first + count; p++) {
+      table.move(p, this.writeCopies.has(region.id * KEY_SPAN + p) ? PageState.Evicting : PageState.Remote);
+      this.markGone(region, table.frame[p]);
+      this.frames.release(table.frame[p]);
+      table.frame[p] = -1;
+    }
+    this.splitBlocks(region, first, first + count - 1, false);
+    this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
+    region.stats[C.evictions] += count;
   }
 
   /** Drops held pages: never mapped, equal to the node's copy, so nothing to write and nothing to unmap. */
@@ -1617,6 +1627,13 @@ export class Pager {
     if (!region) throw new FarmemError('FARMEM_REGION_FREED', `region ${id} was freed`);
     return region;
   }
+}
+
+/** The key of the first page of `page`'s block when that block is Whole, else -1. */
+function wholeBlockKey(region: PagerRegion, page: number): number {
+  const blocks = region.blocks;
+  if (blocks === null || blocks[page >> BLOCK_SHIFT] !== BlockState.Whole) return -1;
+  return region.id * KEY_SPAN + (page - (page & BLOCK_MASK));
 }
 
 function takeError(region: PagerRegion): FarmemError {
