@@ -425,7 +425,7 @@ function residencySection(data, budgets) {
         if (swap.cgroup.pageClusterAfterOomKill !== undefined) swapText += `, page-cluster ${swap.cgroup.pageClusterAfterOomKill} (retry after an OOM kill)`;
         const rescue = swap.cgroup.oomRescue;
         if (rescue?.rescues > 0) {
-          swapText += `, ${rescue.rescues} stalls at the limit woken by raising it (at most ${(rescue.maxRaiseBytes / 1048576).toFixed(0)} MiB, ` +
+          swapText += `, ${rescue.rescues} ${rescue.rescues === 1 ? 'stall' : 'stalls'} at the limit woken by raising it (at most ${(rescue.maxRaiseBytes / 1048576).toFixed(0)} MiB, ` +
             `${rescue.raisedMs.toFixed(0)} ms in all, calibration included)`;
         }
       }
