@@ -81,6 +81,20 @@ function fixture(swapAvailable = true) {
         ],
       },
       {
+        name: 'columns',
+        title: 'Column analytics',
+        description: 'filter and group-by',
+        workingSetBytes: 1e8,
+        local: { seconds: [0.04, 0.05, 0.06], median: 0.05 },
+        runs: [
+          run('farmem', 'readahead', 1, 0.05),
+          ...swap(1, 0.05),
+          // 0.56 of all-local by the medians (0.05 / 0.09), 0.36 from the slowest sample against the fastest (0.04 / 0.11).
+          { ...run('farmem', 'readahead', 0.25, 0.09), seconds: [0.08, 0.09, 0.11] },
+          ...swap(0.25, 1.0),
+        ],
+      },
+      {
         name: 'kv',
         title: 'Key-value store',
         description: 'zipfian GET/SET',
@@ -159,8 +173,13 @@ describe('bench/report.js', () => {
     // The bar at 25%: facts computed from the fixture.
     expect(md).toContain('| Sequential scan | 0.50 (readahead) | 0.10 | 5.00 | yes |');
     expect(md).toContain('| Key-value store | 0.00083 (none) | 0.00077 | 1.08 | by the medians; the samples overlap |');
-    expect(md).toContain('`quicksort`: best farmem 0.40 of all-local (readahead); ≥ 0.5: no.');
-    expect(md).toContain('`columns`: not in this run.');
+    expect(md).toContain(
+      '`quicksort`: best farmem 0.40 of all-local (readahead), 0.40 from its slowest sample against the fastest all-local one; ≥ 0.5: no.',
+    );
+    expect(md).toContain(
+      '`columns`: best farmem 0.56 of all-local (readahead), 0.36 from its slowest sample against the fastest all-local one; ' +
+        '≥ 0.5: by the medians; not sample for sample.',
+    );
     expect(md).toContain('`scan`: 5.00 GB/s (readahead)'); // 1e9 B / 0.2 s
     expect(md).toContain('60% is 1.20 GB/s; reached: yes.');
     expect(md).toContain(
