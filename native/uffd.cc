@@ -467,6 +467,12 @@ void Uffd::Drain() {
         out[count * 3 + 2] = static_cast<double>(msgs[i].arg.pagefault.feat.ptid);
         count++;
       }
+      // One read returns every message queued: a short one leaves none behind, so the read that would
+      // answer EAGAIN is skipped (poll is level-triggered and fires again for the next fault).
+      if (static_cast<size_t>(n) < want * sizeof(uffd_msg)) {
+        drained = true;
+        break;
+      }
     }
     if (count > 0 && !Deliver(count)) return;
     if (fd_ < 0) return;  // onFaults closed us
