@@ -245,7 +245,7 @@ describe('farmem bench', () => {
       expect(r.oomRescue!.rescues).toBeGreaterThan(0);
       expect(r.oomRescue!.maxRaiseBytes).toBeGreaterThan(0);
     } finally {
-      await prepared.cleanup();
+      if (prepared.available) await prepared.cleanup();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

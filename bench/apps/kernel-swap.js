@@ -451,14 +451,15 @@ async function runInCgroup(prepared, { limitSlackBytes = 0, budgetBytes, argv = 
     }, timeoutMs)
     : null;
 
+  let oomRescue = null;
   const { code, signal } = await new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (c, s) => resolve({ code: c, signal: s }));
   }).finally(() => {
     if (timer) clearTimeout(timer);
+    if (rescue !== null) oomRescue = rescue.stop();
     owned.children.delete(child);
   });
-  const oomRescue = rescue === null ? null : rescue.stop();
   // Whatever it left in its process group goes too.
   try { process.kill(-child.pid, 'SIGKILL'); } catch { /* none left */ }
 
