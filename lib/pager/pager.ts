@@ -1368,6 +1368,16 @@ export class Pager {
     // a frame of one met again below is passed over.
     const wholeBlocks = new Set<number>();
     let freed = 0;
+    /** Takes the block of `page` when it is Whole (once: its pages count when first met); false when not Whole. */
+    const tookWholeBlock = (region: PagerRegion, page: number): boolean => {
+      const block = wholeBlockKey(region, page);
+      if (block < 0) return false;
+      if (!wholeBlocks.has(block)) {
+        wholeBlocks.add(block);
+        freed += BLOCK_PAGES;
+      }
+      return true;
+    };
     // Chosen from the passed stack; their ring entries are still live until the drop below.
     const chosen = new Set<number>();
     while (freed < wanted) {
@@ -1378,12 +1388,7 @@ export class Pager {
       const state = region.table.get(page);
       // Touched again since it was passed (a write), or no longer mapped: left to the ring.
       if ((state !== PageState.Clean && state !== PageState.Dirty) || frames.referenced[f]) continue;
-      const block = wholeBlockKey(region, page);
-      if (block >= 0) {
-        if (!wholeBlocks.has(block)) freed += BLOCK_PAGES;
-        wholeBlocks.add(block);
-        continue;
-      }
+      if (tookWholeBlock(region, page)) continue;
       chosen.add(f);
       victims.push(region.id * KEY_SPAN + page);
       freed++;
@@ -1404,12 +1409,7 @@ export class Pager {
         continue;
       }
       // Popped and not requeued: it cannot be picked twice before it is dropped below.
-      const block = wholeBlockKey(region, page);
-      if (block >= 0) {
-        if (!wholeBlocks.has(block)) freed += BLOCK_PAGES;
-        wholeBlocks.add(block);
-        continue;
-      }
+      if (tookWholeBlock(region, page)) continue;
       victims.push(region.id * KEY_SPAN + page);
       freed++;
     }
