@@ -150,9 +150,17 @@ function swapValue(workload, budget) {
  */
 function fasterThanSwap(farmemRun, swap, fasterByMedian) {
   if (!fasterByMedian) return 'no';
-  const slowestFarmem = Math.max(...(farmemRun.seconds || []).filter(isNum));
-  const fastestSwap = Math.min(...(swap.seconds || []).filter(isNum));
-  return slowestFarmem < fastestSwap ? 'yes' : 'by the medians; the samples overlap';
+  return slowestSample(farmemRun.seconds) < fastestSample(swap.seconds) ? 'yes' : 'by the medians; the samples overlap';
+}
+
+/** The fastest of a cell's timed samples (Infinity when it has none). */
+function fastestSample(seconds) {
+  return Math.min(...(seconds || []).filter(isNum));
+}
+
+/** The slowest of a cell's timed samples (-Infinity when it has none). */
+function slowestSample(seconds) {
+  return Math.max(...(seconds || []).filter(isNum));
 }
 
 /** Every label in order of first appearance, farmem before swap, so legends and rows agree. */
@@ -390,8 +398,8 @@ function barSection(data, budgets) {
       continue;
     }
     // Every sample against every sample, as for swap above: the fastest all-local run against the slowest farmem one.
-    const fastestLocal = Math.min(...(w.local?.seconds || []).filter(isNum));
-    const slowestFarmem = Math.max(...(best.run.seconds || []).filter(isNum));
+    const fastestLocal = fastestSample(w.local?.seconds);
+    const slowestFarmem = slowestSample(best.run.seconds);
     const worst = Number.isFinite(fastestLocal) && Number.isFinite(slowestFarmem) && slowestFarmem > 0 ? fastestLocal / slowestFarmem : null;
     const verdict = best.value < 0.5 ? 'no' : worst === null || worst >= 0.5 ? 'yes' : 'by the medians; not sample for sample';
     out.push(
@@ -430,7 +438,7 @@ function residencySection(data, budgets) {
   const rows = [];
   for (const w of data.workloads) {
     for (const budget of budgets) {
-      const swap = (w.runs || []).find((r) => r.system === 'swap' && r.budget === budget);
+      const swap = swapRun(w, budget);
       const ws = swap?.cgroup?.workingSet;
       const farmem = (w.runs || []).filter((r) => r.system === 'farmem' && r.budget === budget && isNum(r.residentBytes));
       if (!ws && !farmem.length) continue;

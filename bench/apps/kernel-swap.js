@@ -381,7 +381,7 @@ function startOomRescue(dir) {
         return; // the cgroup is going away
       }
       if (raised === null || raised.to !== limit) raised = { from: limit, to, at: now };
-      else raised = { from: raised.from, to, at: raised.at };
+      else raised.to = to; // raised again before it went back: still from the child's limit
       stats.rescues++;
       stats.maxRaiseBytes = Math.max(stats.maxRaiseBytes, raised.to - raised.from);
       return;
