@@ -98,7 +98,7 @@ describe('bench workloads on a farmem region at 25% local', () => {
   });
 });
 
-describe('eviction-sim (kv under FIFO and LRU)', () => {
+describe('eviction-sim (kv under FIFO, LRU and the pager)', () => {
   it('counts misses as FIFO and LRU would, on a trace where the two differ', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { fifoMisses, lruMisses } = require('../bench/apps/eviction-sim.js') as {
@@ -112,6 +112,59 @@ describe('eviction-sim (kv under FIFO and LRU)', () => {
     expect(lruMisses(trace, 3)).toBe(5);
     expect(fifoMisses(trace, 8, 8)).toBe(5);
     expect(lruMisses(trace, 8)).toBe(5);
+  });
+
+  it('replays the pager: refault gaps keep hot pages that fill order sends away once a trip', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { refaultGapMisses } = require('../bench/apps/eviction-sim.js') as {
+      refaultGapMisses(trace: number[], frames: number, pages: number, options?: { window?: number }): number;
+    };
+    // 200 rounds of 8 hot pages and 4 cold ones from a pool of 100, in 32 frames: the 800 cold touches
+    // and the 8 first hot ones miss under any order.
+    const trace: number[] = [];
+    let cold = 8;
+    for (let r = 0; r < 200; r++) {
+      for (let h = 0; h < 8; h++) trace.push(h);
+      for (let c = 0; c < 4; c++) {
+        trace.push(cold);
+        cold = cold === 107 ? 8 : cold + 1;
+      }
+    }
+    const fillOrder = refaultGapMisses(trace, 32, 108, { window: 1 }) - 808;
+    const refaultGaps = refaultGapMisses(trace, 32, 108) - 808;
+    expect(refaultGaps).toBeGreaterThanOrEqual(0);
+    // Fill order loses every hot page each trip round the 32 frames.
+    expect(fillOrder).toBeGreaterThan(100);
+    expect(refaultGaps).toBeLessThan(fillOrder / 5);
+  });
+});
+
+describe('FrameTable refault gaps', () => {
+  it('measures fills between eviction and a fault\'s refetch, ages skipped frames, and knows no gap for prefetches', () => {
+    const frames = new FrameTable(8);
+    const first = frames.take(0, 0, true);
+    expect(frames.refaultGap(first, 0)).toBe(Infinity); // never evicted
+    const evictedAt = frames.evictionStamp(); // page 0 leaves after 1 fill
+    frames.release(first);
+    const one = frames.take(0, 1, true);
+    const two = frames.take(0, 2, true);
+    const back = frames.take(0, 0, true); // 3 fills after it left
+    expect(frames.refaultGap(back, evictedAt)).toBe(3);
+    const guessed = frames.take(0, 5, false);
+    expect(frames.refaultGap(guessed, evictedAt)).toBe(-1);
+    // peekOldest moves nothing.
+    const oldest: number[] = [];
+    frames.peekOldest(8, (f) => oldest.push(f));
+    expect(oldest).toEqual([one, two, back, guessed]);
+    expect(frames.popOldest()).toBe(one);
+    expect(frames.popOldest()).toBe(two);
+    expect(frames.popOldest()).toBe(back);
+    // Passed over, a frame's gap counts for more (SKIP_AGING, 1.05) and it goes to the back.
+    frames.requeueSkipped(back);
+    expect(frames.refaultGap(back, evictedAt)).toBeCloseTo(3 * 1.05);
+    oldest.length = 0;
+    frames.peekOldest(2, (f) => oldest.push(f));
+    expect(oldest).toEqual([guessed, back]);
   });
 });
 

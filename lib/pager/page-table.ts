@@ -64,12 +64,17 @@ export class IllegalTransitionError extends Error {
 }
 
 export class PageTable {
-  /** Pager memory per page of a region: state (1) and frame index (4). */
-  static readonly BYTES_PER_PAGE = 5;
+  /** Pager memory per page of a region: state (1), frame index (4) and last eviction (4). */
+  static readonly BYTES_PER_PAGE = 9;
 
   readonly state: Uint8Array;
   /** Frame index holding the page while it occupies local memory (Fetching, Clean, Dirty, Held), else -1. */
   readonly frame: Int32Array;
+  /**
+   * The frame table's fill clock + 1 when eviction last took the page, 0 if it never did: a refetch
+   * then measures how soon the page was wanted back (FrameTable.refaultGap).
+   */
+  readonly evictedAt: Uint32Array;
   readonly counts: Int32Array;
 
   constructor(
@@ -78,6 +83,7 @@ export class PageTable {
   ) {
     this.state = new Uint8Array(pages);
     this.frame = new Int32Array(pages).fill(-1);
+    this.evictedAt = new Uint32Array(pages);
     this.counts = new Int32Array(PAGE_STATE_NAMES.length);
     this.counts[PageState.Untouched] = pages;
   }

@@ -126,6 +126,8 @@ const PASS_SPAN = 2048;
 const WRITE_AROUND_PAGES = 64;
 /** How far apart (in pages) two dirty pages of one write-back may lie and still be protected by one call. */
 const MAX_PROTECT_GAP = 64;
+/** Eviction compares this many of the oldest frames for each frame it frees (FrameTable.refaultGap). */
+const EVICTION_WINDOW = 8;
 /** A block: the aligned 2 MiB that one transparent huge page maps (hugePages). Regions are 2 MiB aligned. */
 const BLOCK_SHIFT = 9;
 const BLOCK_PAGES = 1 << BLOCK_SHIFT;
@@ -1093,6 +1095,16 @@ export class Pager {
   }
 
   /** A prefetched page leaves local memory with no use seen: known unused if it was held, else unknown. */
+  /** Gives back the frame of `page`, which leaves local memory now, and stamps the eviction (PageTable.evictedAt). */
+  private releaseEvicted(region: PagerRegion, page: number): void {
+    const table = region.table;
+    const frame = table.frame[page];
+    this.markGone(region, frame);
+    table.evictedAt[page] = this.frames.evictionStamp();
+    this.frames.release(frame);
+    table.frame[page] = -1;
+  }
+
   private markGone(region: PagerRegion, frame: number): void {
     const frames = this.frames;
     if (frames.guess[frame] === 0) return;
@@ -1357,7 +1369,8 @@ export class Pager {
 
   /**
    * Frees up to `wanted` frames: pages streams have passed first, most recent first, then second chance
-   * over fill order. Clean pages go without network. A page of a Whole block takes the whole block with
+   * over fill order, where of the oldest EVICTION_WINDOW times as many frames as wanted the ones whose
+   * pages were wanted back soonest when last evicted stay. Clean pages go without network. A page of a Whole block takes the whole block with
    * it: the block is one huge page, all of it Clean, and dropping all of it is one cheap unmap where
    * dropping part would split it.
    */
@@ -1393,6 +1406,23 @@ export class Pager {
       victims.push(region.id * KEY_SPAN + page);
       freed++;
     }
+    // A page a fault brought back goes only if it stayed away at least `cutoff` fills: of the oldest
+    // EVICTION_WINDOW frames for each still wanted, those with the longest refault gaps would be enough
+    // (never evicted counts as longest). Pages a prefetch brought have no gap and go in fill order.
+    const evictable = (f: number, state: PageState): boolean =>
+      (state === PageState.Clean || state === PageState.Dirty || state === PageState.Held) && frames.referenced[f] === 0;
+    let cutoff = -1;
+    const need = wanted - freed;
+    if (!passedOnly && need > 0) {
+      const known: number[] = [];
+      frames.peekOldest(EVICTION_WINDOW * need, (f) => {
+        const table = this.regions.get(frames.region[f])!.table;
+        const page = frames.page[f];
+        const gap = frames.refaultGap(f, table.evictedAt[page]);
+        if (gap >= 0 && evictable(f, table.get(page))) known.push(gap);
+      });
+      if (known.length > need) cutoff = known.sort((a, b) => b - a)[need - 1];
+    }
     // Two passes over the queue at most: the first may only clear second-chance bits.
     let budget = passedOnly ? 0 : 2 * frames.used;
     while (freed < wanted && budget-- > 0) {
@@ -1401,8 +1431,7 @@ export class Pager {
       if (chosen.has(f)) continue;
       const region = this.regions.get(frames.region[f])!;
       const page = frames.page[f];
-      const state = region.table.get(page);
-      if ((state !== PageState.Clean && state !== PageState.Dirty && state !== PageState.Held) || frames.referenced[f]) {
+      if (!evictable(f, region.table.get(page))) {
         // In flight, or touched since the hand last passed: back of the queue.
         frames.referenced[f] = 0;
         frames.requeue(f);
@@ -1410,6 +1439,12 @@ export class Pager {
       }
       // Popped and not requeued: it cannot be picked twice before it is dropped below.
       if (tookWholeBlock(region, page)) continue;
+      const gap = frames.refaultGap(f, region.table.evictedAt[page]);
+      if (gap >= 0 && gap < cutoff) {
+        // Wanted back sooner than the pages that go: back of the queue, aged.
+        frames.requeueSkipped(f);
+        continue;
+      }
       victims.push(region.id * KEY_SPAN + page);
       freed++;
     }
@@ -1475,9 +1510,7 @@ export class Pager {
     const table = region.table;
     for (let p = first; p < first + count; p++) {
       table.move(p, this.writeCopies.has(region.id * KEY_SPAN + p) ? PageState.Evicting : PageState.Remote);
-      this.markGone(region, table.frame[p]);
-      this.frames.release(table.frame[p]);
-      table.frame[p] = -1;
+      this.releaseEvicted(region, p);
     }
     this.splitBlocks(region, first, first + count - 1, false);
     this.drops.drop(region.base + first * PAGE_SIZE, count * PAGE_SIZE);
@@ -1488,12 +1521,9 @@ export class Pager {
   private dropHeld(region: PagerRegion, pages: number[]): void {
     const table = region.table;
     for (const p of pages) {
-      const frame = table.frame[p];
       table.move(p, PageState.Remote);
-      this.markGone(region, frame);
-      this.heldData.delete(frame);
-      this.frames.release(frame);
-      table.frame[p] = -1;
+      this.heldData.delete(table.frame[p]);
+      this.releaseEvicted(region, p);
     }
     region.stats[C.evictions] += pages.length;
   }
@@ -1521,11 +1551,7 @@ export class Pager {
         const copy: WriteCopy = { data, offset: k * PAGE_SIZE };
         copies.push(copy);
         this.writeCopies.set(region.id * KEY_SPAN + p, copy);
-        if (drop && table.frame[p] >= 0) {
-          this.markGone(region, table.frame[p]);
-          this.frames.release(table.frame[p]);
-          table.frame[p] = -1;
-        }
+        if (drop && table.frame[p] >= 0) this.releaseEvicted(region, p);
       }
       if (drop) region.stats[C.evictions] += count;
       region.writesInFlight++;
