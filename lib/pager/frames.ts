@@ -36,6 +36,8 @@ export class FrameTable {
   private readonly filledAt: Uint32Array;
   /** A fault brought the page (take with referenced), not a prefetch: only then does a refault gap mean anything. */
   private readonly faultFilled: Uint8Array;
+  /** Frames in use that a fault filled: while no more than an eviction wants, no gap can keep one. */
+  private faultFilledInUse = 0;
   /** Times eviction looked at the frame and chose another (saturates at 255). */
   private readonly skipped: Uint8Array;
   /** Counts takes: the clock of refault gaps. It runs with misses and prefetches, not wall time. */
@@ -109,6 +111,7 @@ export class FrameTable {
     this.filledAt[frame] = this.fillClock;
     this.fillClock = (this.fillClock + 1) >>> 0;
     this.faultFilled[frame] = referenced ? 1 : 0;
+    if (referenced) this.faultFilledInUse++;
     this.skipped[frame] = 0;
     this.epoch[frame] = (this.epoch[frame] + 1) >>> 0;
     this.enqueue(frame);
@@ -125,9 +128,10 @@ export class FrameTable {
    * eviction (`evictedAt`, from PageTable.evictedAt) and its refetch, grown by SKIP_AGING for each time
    * eviction passed it over. Infinity when it was never evicted. Under a skewed access pattern the
    * pages wanted back soonest are the hot ones, which a pager that sees no accesses to mapped pages
-   * cannot tell apart otherwise. In a replay of kv's page trace (bench/apps/eviction-sim.js) that takes
-   * 12% fewer misses than fill order at 12.5–50% local, about as few as exact LRU. -1 for a page a prefetch brought:
-   * its refetch says what the policy guessed, not when the application wanted it.
+   * cannot tell apart otherwise. In a replay of kv's page trace (bench/apps/eviction-sim.js), keeping
+   * them by gaps compared over the whole queue takes 12% fewer misses than fill order, about as few as
+   * exact LRU; the pager compares only the oldest part (EVICTION_WINDOW_SHARE in pager.ts). -1 for a
+   * page a prefetch brought: its refetch says what the policy guessed, not when the application wanted it.
    */
   refaultGap(frame: number, evictedAt: number): number {
     if (this.faultFilled[frame] === 0) return -1;
@@ -156,7 +160,13 @@ export class FrameTable {
   release(frame: number): void {
     if (this.region[frame] < 0) throw new Error(`frame ${frame} released twice (a pager bug)`);
     this.region[frame] = -1;
+    if (this.faultFilled[frame] === 1) this.faultFilledInUse--;
     this.freeStack[this.freeTop++] = frame;
+  }
+
+  /** Frames in use whose page a fault brought (the only ones with a refault gap). */
+  get faultFilledCount(): number {
+    return this.faultFilledInUse;
   }
 
   /** Removes and returns the oldest frame in use; -1 when none is. */
