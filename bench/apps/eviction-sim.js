@@ -64,8 +64,8 @@ function lruMisses(trace, frames) {
  * no frame is free it frees down to `lowWater` of them. Of the oldest `window` frames for each it must
  * free (at most `windowShare` of the frames in use), the ones with the longest refault gaps (fills
  * between a page's eviction and its refetch; never evicted counts as longest) would be enough: the
- * shortest of those is the cutoff. Walking from the
- * oldest, a page with a shorter gap goes to the back, its gap grown by `aging`; the others go.
+ * shortest of those is the cutoff. Walking from the oldest, a page with a shorter gap goes to the back,
+ * its gap grown by `aging`; the others go.
  */
 function refaultGapMisses(trace, frames, pageCount, { window = 8, windowShare = 0.35, lowWater = 0.85, aging = 1.05 } = {}) {
   const resident = new Uint8Array(pageCount);
