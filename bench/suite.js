@@ -4,7 +4,8 @@
 // in a fresh process (bench/apps/cell.js) against one memory node process. Writes
 // bench/results/apps-<date>.json and prints a table; `farmem bench --report` draws the charts.
 // Usage: node bench/suite.js [--quick] [--workloads scan,kv] [--budgets 1,0.5,0.25,0.125]
-//        [--policies none,readahead,stride,leap] [--samples 3] [--no-swap] [--swap-file PATH] [--out FILE]
+//        [--policies none,readahead,stride,leap] [--samples 3] [--sample-seconds 1] [--no-swap]
+//        [--swap-file PATH] [--out FILE]
 //        [--spin-us 200] [--huge-pages auto|off] [--pin auto|off]
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -46,6 +47,7 @@ function options() {
     budgets: { type: 'string' },
     policies: { type: 'string' },
     samples: { type: 'string' },
+    'sample-seconds': { type: 'string' },
     'no-swap': { type: 'boolean', default: false },
     'swap-file': { type: 'string' },
     'spin-us': { type: 'string', default: '200' },
@@ -145,6 +147,10 @@ async function main() {
   for (const policy of policies) if (!BUILTIN_POLICIES.includes(policy)) throw usageError(`--policies: no policy '${policy}' (${BUILTIN_POLICIES.join(', ')})`);
   const samples = opts.samples ?? (quick ? '1' : '3');
   if (!/^[1-9]\d?$/.test(samples)) throw usageError(`--samples: ${samples} is not a count from 1 to 99`);
+  // Past the minimum, fast cells go on sampling this long: three samples of one 0.1 s scan cell spread
+  // from 0.087 to 0.121 s here. A smoke run must end within two minutes, so it takes the minimum.
+  const sampleSeconds = opts['sample-seconds'] ?? (quick ? '0' : '1');
+  if (!/^\d{1,2}(\.\d+)?$/.test(sampleSeconds) || Number(sampleSeconds) > 60) throw usageError(`--sample-seconds: ${sampleSeconds} is not a number of seconds from 0 to 60`);
   const swapFile = opts['swap-file'] ?? '/var/tmp/farmem-bench.swap';
   const spin = opts['spin-us'];
   if (!/^\d{1,5}$/.test(spin) || Number(spin) > 10_000) throw usageError(`--spin-us: ${spin} is not a number of µs from 0 to 10000`);
@@ -168,6 +174,8 @@ async function main() {
     budgets,
     policies,
     samplesPerCell: Number(samples),
+    // More samples past samplesPerCell until those add up to this many seconds (0: none).
+    sampleSeconds: Number(sampleSeconds),
     // Both farmem's pager (FarMemory spinMicros) and the memory node (--spin-us) poll this long after demand work.
     spinMicros: Number(spin),
     // farmem's hugePages option; each farmem cell records whether it applied (hugePagesUsed).
@@ -229,7 +237,7 @@ async function main() {
       bar.update({ cell: what });
       const latency = cell.w.name === 'random' && cell.budget === LATENCY_BUDGET && cell.system !== 'local' ? (quick ? 1000 : 4000) : 0;
       const argv = ['--workload', cell.w.name, '--system', cell.system, '--budget', String(cell.budget), '--samples', samples,
-        '--latency', String(latency), ...(quick ? ['--quick'] : [])];
+        '--sample-seconds', sampleSeconds, '--latency', String(latency), ...(quick ? ['--quick'] : [])];
       if (cell.system === 'farmem') argv.push('--node', node.address, '--variants', cell.variants.join(','), '--spin', spin, '--huge-pages', hugePages);
       let out;
       try {

@@ -50,8 +50,11 @@ Commands:
                         newest kept results (bench/results/apps-*.json)
       --workloads LIST  scan, random, quicksort, columns, kv, list, tree
       --budgets LIST    local shares, e.g. 1,0.25 (default 1,0.5,0.25,0.125)
-      --policies LIST   default none,readahead,stride,leap
-      --samples N       timed runs per cell (default 3; quick 1)
+      --policies LIST   default none,readahead,stride,leap,history
+      --samples N       at least N timed runs per cell (default 3; quick 1)
+      --sample-seconds S
+                        then more, until those from the Nth on add up to over
+                        S seconds (default 1; quick 0)
       --no-swap         skip the kernel swap runs
       --swap-file PATH  where the swap file goes (default /var/tmp/farmem-bench.swap)
       --spin-us N       pager and memory node poll N µs after demand work (default 200)

@@ -352,6 +352,7 @@ describe('farmem bench', () => {
     [['--workloads', 'fibonacci'], /no workload 'fibonacci' \(scan, random, quicksort, columns, kv, list, tree\)/],
     [['--policies', 'psychic'], /no policy 'psychic'/],
     [['--samples', '0'], /--samples: 0 is not a count/],
+    [['--sample-seconds', 'soon'], /--sample-seconds: soon is not a number of seconds from 0 to 60/],
     [['--pin', 'sometimes'], /--pin: 'sometimes' is neither auto nor off/],
     [['--bogus'], /Unknown option '--bogus'/],
     [['--report', '--bogus'], /Unknown option '--bogus'/],

@@ -4,7 +4,8 @@
 // in turn, switched at runtime. Timing is benny's (benchmark.js samples); the result is one line,
 // `FARMEM_CELL <json>`, on stdout.
 // Usage: node bench/apps/cell.js --workload W --system local|farmem|swap [--budget 0.25]
-//        [--variants none,readahead,none+guide] [--node HOST:PORT] [--samples 3] [--quick] [--latency N]
+//        [--variants none,readahead,none+guide] [--node HOST:PORT] [--samples 3] [--sample-seconds 0]
+//        [--quick] [--latency N]
 const b = require('benny');
 const { parseArgs } = require('node:util');
 const { WORKLOADS, PAGE, permutation, budgetBytes, initByCopy } = require('./workloads');
@@ -23,6 +24,7 @@ function options() {
       variants: { type: 'string', default: 'none' },
       node: { type: 'string' },
       samples: { type: 'string', default: '3' },
+      'sample-seconds': { type: 'string', default: '0' },
       quick: { type: 'boolean', default: false },
       latency: { type: 'string', default: '0' },
       spin: { type: 'string', default: '0' },
@@ -38,9 +40,13 @@ function parseVariant(label) {
   return { label: extra === 'guide' ? `${policy} + guide` : policy, policy, guide: extra === 'guide' };
 }
 
-/** benny's samples of `run` (seconds per run; benny calls it once more first, which warms it). */
-async function time(name, run, samples) {
-  const summary = await b.suite(name, b.add(name, run, { minSamples: samples, maxTime: 0, initCount: 1 }));
+/**
+ * benny's samples of `run` (seconds per run; benny calls it once more first, which warms it): at least
+ * `samples`, and more until those from the `samples`-th on add up to over `moreSeconds` (benchmark.js's
+ * maxTime). With 3 and 1 s, a scan cell of 0.08 s runs took eight here; one of 1 s runs takes three.
+ */
+async function time(name, run, samples, moreSeconds) {
+  const summary = await b.suite(name, b.add(name, run, { minSamples: samples, maxTime: moreSeconds, initCount: 1 }));
   const result = summary.results[0];
   return { seconds: result.details.sampleResults, median: result.details.median };
 }
@@ -75,6 +81,7 @@ async function main() {
   if (!workload) throw new Error(`unknown workload '${opts.workload}'`);
   const budget = Number(opts.budget);
   const samples = Number(opts.samples);
+  const moreSeconds = Number(opts['sample-seconds']);
   const bytes = workload.bytes(opts.quick);
   const ctx = workload.prepare(bytes, opts.quick);
   const out = { workload: workload.name, system: opts.system, budget, workingSetBytes: bytes, runs: [] };
@@ -107,7 +114,7 @@ async function main() {
     for (let attempt = 1; ; attempt++) {
       const start = steer ? swap.workingSetResidentBytes(bytes, range) : null;
       before = swap?.swapCounters();
-      measured = await time(`${workload.name} ${opts.system}`, () => (result = workload.run(buffer, ctx)), samples);
+      measured = await time(`${workload.name} ${opts.system}`, () => (result = workload.run(buffer, ctx)), samples, moreSeconds);
       after = swap?.swapCounters();
       if (!steer || !start) break;
       // The share moves while benny samples (Node's own heap grows and shrinks beside the working set):
@@ -151,7 +158,7 @@ async function main() {
         await region.setGuide(variant.guide ? { module: workload.guide, depth: 64 } : null);
         const before = region.stats();
         let result;
-        const measured = await time(`${workload.name} farmem ${variant.label}`, () => (result = workload.run(buffer, ctx)), samples);
+        const measured = await time(`${workload.name} farmem ${variant.label}`, () => (result = workload.run(buffer, ctx)), samples, moreSeconds);
         const after = region.stats();
         workload.verify(buffer, ctx, result);
         out.runs.push({
