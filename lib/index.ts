@@ -32,6 +32,7 @@ export {
   TRACE_RECORD_BYTES,
   TRACE_FLAG_WRITE,
   TRACE_FLAG_PREFETCH_HIT,
+  TRACE_FLAG_FIRST_TOUCH,
   encodeTraceHeader,
   writeTraceRecord,
   parseTrace,

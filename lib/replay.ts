@@ -5,7 +5,7 @@ import { FarmemError, invalidOption } from './errors';
 import { checkOptionNames, fractionOption, intOption } from './options';
 import { BUILTIN_POLICIES, checkAnswer, createPolicy } from './policies';
 import type { PrefetchPolicy } from './policies';
-import { TRACE_FLAG_WRITE, type Trace } from './trace-file';
+import { TRACE_FLAG_FIRST_TOUCH, TRACE_FLAG_WRITE, type Trace } from './trace-file';
 
 export { checkAnswer } from './policies';
 
@@ -160,6 +160,8 @@ function run(trace: Trace, policy: PrefetchPolicy, model: Model): ReplayResult {
       page,
       write: (trace.flags[index] & TRACE_FLAG_WRITE) !== 0,
       prefetchHit,
+      // As recorded: the model does not know which pages held data before the trace began.
+      firstTouch: (trace.flags[index] & TRACE_FLAG_FIRST_TOUCH) !== 0,
       prefetchUsed: usedSinceCall,
       time: trace.time[index],
       regionPages,

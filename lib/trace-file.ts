@@ -12,6 +12,8 @@ export const TRACE_RECORD_BYTES = 16;
 export const TRACE_FLAG_WRITE = 1;
 /** The fault found a page a prefetch had brought or was bringing. */
 export const TRACE_FLAG_PREFETCH_HIT = 2;
+/** The fault mapped zeros on a page that had never held data (nothing was fetched). Traces before it have 0. */
+export const TRACE_FLAG_FIRST_TOUCH = 4;
 
 // A header longer than this is not one we wrote; stop looking for its newline.
 const MAX_HEADER_BYTES = 64 * 1024;
@@ -35,7 +37,7 @@ export interface Trace {
   /** Milliseconds since the trace started, per record. */
   time: Float64Array;
   page: Uint32Array;
-  /** TRACE_FLAG_WRITE | TRACE_FLAG_PREFETCH_HIT, per record. */
+  /** TRACE_FLAG_WRITE | TRACE_FLAG_PREFETCH_HIT | TRACE_FLAG_FIRST_TOUCH, per record. */
   flags: Uint32Array;
   length: number;
 }

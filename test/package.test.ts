@@ -6,7 +6,7 @@ import { FIXTURES, ROOT, runChild } from './helpers';
 
 const PUBLIC_NAMES = [
   'BUILTIN_POLICIES', 'Coffer', 'CofferError', 'FarMemory', 'FarmemError', 'HistoryPolicy', 'LeapPolicy', 'MAX_ANSWER_PAGES', 'MemoryNode', 'NoPrefetch', 'PAGE_SIZE',
-  'ReadaheadPolicy', 'Region', 'StridePolicy', 'TRACE_FLAG_PREFETCH_HIT', 'TRACE_FLAG_WRITE', 'TRACE_RECORD_BYTES',
+  'ReadaheadPolicy', 'Region', 'StridePolicy', 'TRACE_FLAG_FIRST_TOUCH', 'TRACE_FLAG_PREFETCH_HIT', 'TRACE_FLAG_WRITE', 'TRACE_RECORD_BYTES',
   'attachRegion', 'capabilities', 'checkAnswer', 'createPolicy', 'encodeTraceHeader', 'formatBytes', 'parseSize',
   'parseTrace', 'readTrace', 'replayPolicies', 'simulate', 'traceFromPages', 'writeTraceRecord',
 ];

@@ -117,6 +117,19 @@ describe('built-in policies in a region', () => {
     });
   }
 
+  it('history, set at allocation, learns a shuffled walk and not the address-order fill before it', async () => {
+    const pages = 2000;
+    const walk = shuffled(pages, 5);
+    // remoteRegion fills every page in address order: 2000 first touches the policy sees.
+    const { region, bytes } = await remoteRegion(pages, 'history');
+    const first = touch(region, bytes, walk);
+    await region.evict();
+    const second = touch(region, bytes, walk);
+    await region.free();
+    expect(first).toBe(pages);
+    expect(second * 4).toBeLessThan(first);
+  });
+
   it('on random access every policy keeps serving correct data, and none prefetches nothing', async () => {
     const pages = shuffled(3000, 7).slice(0, 1500);
     for (const policy of ['none', 'readahead', 'stride', 'leap']) {
@@ -358,6 +371,23 @@ describe('traces', () => {
     const stride = rows.find((r) => r.policy === 'stride')!;
     expect(none.faults).toBe(400);
     expect(stride.faults * 5).toBeLessThanOrEqual(none.faults);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('flag first touches (zeros mapped, nothing fetched) apart from faults that fetched', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'farmem-trace-'));
+    const file = path.join(dir, 'fill.trace');
+    const region = await fm.allocate(64 * PAGE, { prefetch: 'none' });
+    const bytes = new Uint8Array(region.buffer);
+    await region.trace.start(file);
+    for (let p = 0; p < 64; p++) stamp(bytes, p, 0); // 64 first touches, writes
+    await region.evict();
+    touch(region, bytes, strided(64, 1)); // 64 demand fetches, reads
+    await region.trace.stop();
+    await region.free();
+    const { readTrace, TRACE_FLAG_FIRST_TOUCH, TRACE_FLAG_WRITE } = require('../dist/cjs/trace-file.js') as typeof import('../lib/trace-file');
+    const flags = Array.from(readTrace(file).flags);
+    expect(flags).toEqual([...Array(64).fill(TRACE_FLAG_WRITE | TRACE_FLAG_FIRST_TOUCH), ...Array(64).fill(0)]);
     fs.rmSync(dir, { recursive: true, force: true });
   });
 });

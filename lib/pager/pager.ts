@@ -660,8 +660,8 @@ export class Pager {
           this.uffd!.writeProtect(address, PAGE_SIZE, true, true);
           this.uffd!.wake(address, PAGE_SIZE);
         }
-        region.trace?.record(now, page, write, false);
-        this.consult(region, page, write, false, now);
+        region.trace?.record(now, page, write, false, true);
+        this.consult(region, page, write, false, now, -1, true);
         return;
       }
       case PageState.Remote: {
@@ -798,8 +798,17 @@ export class Pager {
   /**
    * Asks the region's advice, else its policy, what to prefetch after a fault on `page`. `demandPage`: the
    * page of a read fault whose demand fetch is queued but not yet sent, or -1 (see prefetchRanges).
+   * `firstTouch`: the fault mapped zeros on a page that never held data.
    */
-  private consult(region: PagerRegion, page: number, write: boolean, prefetchHit: boolean, time: number, demandPage = -1): void {
+  private consult(
+    region: PagerRegion,
+    page: number,
+    write: boolean,
+    prefetchHit: boolean,
+    time: number,
+    demandPage = -1,
+    firstTouch = false,
+  ): void {
     const advice = region.advice.length === 0 ? null : adviceAt(region.advice, page);
     if (advice !== null) {
       if (advice.kind === AdviceKind.Sequential) {
@@ -811,7 +820,7 @@ export class Pager {
     const policy = region.policy;
     const record = region.records[region.policyRecord];
     record.calls++;
-    const event = { page, write, prefetchHit, prefetchUsed: region.usedSinceCall, time, regionPages: region.pages };
+    const event = { page, write, prefetchHit, firstTouch, prefetchUsed: region.usedSinceCall, time, regionPages: region.pages };
     region.usedSinceCall = 0;
     const started = policy.trusted ? 0 : performance.now();
     let answer;

@@ -4,7 +4,14 @@
 import * as fs from 'node:fs';
 import { FarmemError } from '../errors';
 import { PAGE_SIZE } from '../protocol';
-import { TRACE_FLAG_PREFETCH_HIT, TRACE_FLAG_WRITE, TRACE_RECORD_BYTES, encodeTraceHeader, writeTraceRecord } from '../trace-file';
+import {
+  TRACE_FLAG_FIRST_TOUCH,
+  TRACE_FLAG_PREFETCH_HIT,
+  TRACE_FLAG_WRITE,
+  TRACE_RECORD_BYTES,
+  encodeTraceHeader,
+  writeTraceRecord,
+} from '../trace-file';
 
 const CHUNK_RECORDS = 4096;
 
@@ -44,8 +51,9 @@ export class TraceRecorder {
   }
 
   /** One fault; `now` is performance.now(). */
-  record(now: number, page: number, write: boolean, prefetchHit: boolean): void {
-    writeTraceRecord(this.chunk, this.used, now - this.started, page, (write ? TRACE_FLAG_WRITE : 0) | (prefetchHit ? TRACE_FLAG_PREFETCH_HIT : 0));
+  record(now: number, page: number, write: boolean, prefetchHit: boolean, firstTouch = false): void {
+    const flags = (write ? TRACE_FLAG_WRITE : 0) | (prefetchHit ? TRACE_FLAG_PREFETCH_HIT : 0) | (firstTouch ? TRACE_FLAG_FIRST_TOUCH : 0);
+    writeTraceRecord(this.chunk, this.used, now - this.started, page, flags);
     this.used += TRACE_RECORD_BYTES;
     this.faults++;
     if (this.used === this.chunk.length) {

@@ -17,7 +17,8 @@ const PAUSE_FAULTS = 256;
  *
  * What it learns: the successor of a page is set by the first demand fault after it and then kept, so
  * the sparse faults of a walk that is being prefetched well do not overwrite the order learnt while
- * every page faulted. Use is seen from prefetch hits and inferred, as leap does, from a demand fault on
+ * every page faulted. First touches teach nothing: the order in which fresh memory is filled is not the
+ * order in which it is read back, and, kept, it would hide the walk's order for good. Use is seen from prefetch hits and inferred, as leap does, from a demand fault on
  * the page that follows the last one asked for: the walk has read everything before it. When fewer than a
  * quarter of the pages it asked for are known used, it pauses for PAUSE_FAULTS faults (random access
  * has no order to replay).
@@ -50,10 +51,15 @@ export class HistoryPolicy implements PrefetchPolicy {
     }
     const next = this.next;
     const askedIn = this.askedIn!;
+    this.used += event.prefetchUsed;
+    if (event.firstTouch) {
+      // Nothing to fetch, and no successor to learn: the next fault does not follow this one either.
+      this.last = -1;
+      return null;
+    }
     if (this.last >= 0 && this.last !== page && next[this.last] === -1 && !event.prefetchHit) next[this.last] = page;
     this.last = page;
 
-    this.used += event.prefetchUsed;
     // The walk faulted just past what was asked: it read all of it, unseen.
     if (!event.prefetchHit) {
       if (this.frontier >= 0 && next[this.frontier] === page) this.used += this.answered;

@@ -11,6 +11,12 @@ export interface FaultEvent {
    * now without network. (A prefetched page that was mapped on arrival is read with no fault at all.)
    */
   prefetchHit: boolean;
+  /**
+   * The page had never held data: the pager mapped zeros, and nothing was fetched. These faults follow
+   * the order in which the application first wrote (or read) fresh memory, which need not be the order in
+   * which it reads its data later.
+   */
+  firstTouch: boolean;
   /** Prefetched pages this policy asked for that are known to have been used since its previous call. */
   prefetchUsed: number;
   /** Milliseconds on a monotonic clock (performance.now() in a region, the trace's clock in a replay). */
