@@ -403,6 +403,18 @@ describe('history', () => {
     expect(history.accuracy).toBeGreaterThan(0.8);
   });
 
+  it('mends its order with a page that was resident while it learnt (the page goes in where it faulted)', () => {
+    const policy = createPolicy('history', { depth: 4 });
+    const at = (page: number) => policy.onFault(event(page, { regionPages: 2000 }));
+    // The first walk never faults on walk[2]: it was resident. The order learnt runs walk[1] -> walk[3].
+    for (const p of walk.slice(0, 10)) if (p !== walk[2]) at(p);
+    expect(at(walk[0])).toEqual([walk[1], walk[3], walk[4], walk[5]]);
+    // The next walk faults on it, right after walk[1]: it goes in between.
+    at(walk[1]);
+    at(walk[2]);
+    expect(at(walk[0])).toEqual(walk.slice(1, 5));
+  });
+
   it('learns nothing from first touches: a fill in address order does not hide the walk after it', () => {
     const policy = createPolicy('history', { depth: 4 });
     // The application builds its list by writing fresh pages in address order...

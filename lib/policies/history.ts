@@ -17,7 +17,8 @@ const PAUSE_FAULTS = 256;
  *
  * What it learns: the successor of a page is set by the first demand fault after it and then kept, so
  * the sparse faults of a walk that is being prefetched well do not overwrite the order learnt while
- * every page faulted. First touches teach nothing: the order in which fresh memory is filled is not the
+ * every page faulted. A page that faults with no successor of its own (it was resident while the order
+ * was learnt) goes into the order after the previous fault. First touches teach nothing: the order in which fresh memory is filled is not the
  * order in which it is read back, and, kept, it would hide the walk's order for good. Use is seen from prefetch hits and inferred, as leap does, from a demand fault on
  * the page that follows the last one asked for: the walk has read everything before it. When fewer than a
  * quarter of the pages it asked for are known used, it pauses for PAUSE_FAULTS faults (random access
@@ -57,7 +58,8 @@ export class HistoryPolicy implements PrefetchPolicy {
       this.last = -1;
       return null;
     }
-    if (this.last >= 0 && this.last !== page && next[this.last] === -1 && !event.prefetchHit) next[this.last] = page;
+    const previous = this.last;
+    if (previous >= 0 && previous !== page && next[previous] === -1 && !event.prefetchHit) next[previous] = page;
     this.last = page;
 
     // The walk faulted just past what was asked: it read all of it, unseen.
@@ -66,6 +68,13 @@ export class HistoryPolicy implements PrefetchPolicy {
       this.frontier = -1;
       this.answered = 0;
       this.demandFaults++;
+      const after = previous >= 0 ? next[previous] : -1;
+      if (after >= 0 && after !== page && next[page] === -1) {
+        // A page the order skipped: it was resident while the order was learnt, so it never faulted. It
+        // goes in after the previous fault, ahead of what followed that; no link is lost.
+        next[page] = after;
+        next[previous] = page;
+      }
     }
 
     if (this.paused > 0) {
