@@ -15,14 +15,15 @@ const PAUSE_FAULTS = 256;
  * its order (a list, a tree, an index probed the same way) is fetched ahead even though its pages lie
  * nowhere near each other, which no address-based policy can do.
  *
- * What it learns: the successor of a page is set by the first demand fault after it and then kept, so
- * the sparse faults of a walk that is being prefetched well do not overwrite the order learnt while
- * every page faulted. A page that faults with no successor of its own (it was resident while the order
- * was learnt) goes into the order after the previous fault. First touches teach nothing: the order in which fresh memory is filled is not the
- * order in which it is read back, and, kept, it would hide the walk's order for good. Use is seen from prefetch hits and inferred, as leap does, from a demand fault on
- * the page that follows the last one asked for: the walk has read everything before it. When fewer than a
- * quarter of the pages it asked for are known used, it pauses for PAUSE_FAULTS faults (random access
- * has no order to replay).
+ * What it learns: the successor of a page is set by the first demand fault after it and then kept, so the
+ * sparse faults of a walk that is being prefetched well do not overwrite the order learnt while every page
+ * faulted. A page that faults with no successor of its own (it was resident while the order was learnt)
+ * goes into the order after the previous fault. First touches teach nothing: the order in which fresh
+ * memory is filled is not the order in which it is read back, and, kept, it would hide the walk's order
+ * for good. Use is seen from prefetch hits and inferred, as leap does, from a demand fault on the page
+ * that follows the last one asked for: the walk has read everything before it. When fewer than a quarter
+ * of the pages it asked for are known used, it pauses for PAUSE_FAULTS faults (random access has no order
+ * to replay).
  */
 export class HistoryPolicy implements PrefetchPolicy {
   readonly name = 'history';
