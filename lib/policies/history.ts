@@ -6,8 +6,8 @@ export interface HistoryOptions {
   depth?: number;
 }
 
-/** Faults a paused history sits out before it tries again. */
-const PAUSE_FAULTS = 256;
+/** Demand faults over which a paused history checks whether its order predicts them. */
+const SHADOW_WINDOW = 64;
 
 /**
  * Temporal prefetch for pointer chasing: it remembers, for each page, the page that faulted right after
@@ -22,8 +22,14 @@ const PAUSE_FAULTS = 256;
  * memory is filled is not the order in which it is read back, and, kept, it would hide the walk's order
  * for good. Use is seen from prefetch hits and inferred, as leap does, from a demand fault on the page
  * that follows the last one asked for: the walk has read everything before it. When fewer than a quarter
- * of the pages it asked for are known used, it pauses for PAUSE_FAULTS faults (random access has no order
- * to replay).
+ * of the pages it asked for are known used, it pauses (random access has no order to replay).
+ *
+ * While paused it asks for nothing. It notes each page's latest successor apart from the order it keeps,
+ * and over each SHADOW_WINDOW demand faults counts how many followed their previous fault as the kept
+ * order says, and as those latest successors say. From a quarter on, it resumes: with the kept order, or,
+ * when only the latest successors predicted the faults (the walk's order changed), after taking them into
+ * the kept order. Random access predicts neither, so it stays paused, and the kept order survives it. A
+ * fixed pause would resume into random access over and over, each time fetching pages no one reads.
  */
 export class HistoryPolicy implements PrefetchPolicy {
   readonly name = 'history';
@@ -38,7 +44,15 @@ export class HistoryPolicy implements PrefetchPolicy {
   private answered = 0;
   private asked = 0;
   private used = 0;
-  private paused = 0;
+  private paused = false;
+  /** While paused: each page's latest successor (-1: none seen since the pause). */
+  private latest: Int32Array | null = null;
+  /** While paused: demand faults in the current window, and how many the kept order and the latest successors predicted. */
+  private shadowFaults = 0;
+  private keptPredicted = 0;
+  private latestPredicted = 0;
+  /** Windows in a row in which the latest successors, and not the kept order alone, predicted the faults. */
+  private latestWindows = 0;
 
   constructor(options: HistoryOptions = {}) {
     checkOptionNames(options, ['depth'], "the 'history' policy");
@@ -60,6 +74,8 @@ export class HistoryPolicy implements PrefetchPolicy {
       return null;
     }
     const previous = this.last;
+    // Before learning from this fault, which could make it the previous page's successor.
+    const keptPredicted = previous >= 0 && next[previous] === page;
     if (previous >= 0 && previous !== page && next[previous] === -1 && !event.prefetchHit) next[previous] = page;
     this.last = page;
 
@@ -78,16 +94,39 @@ export class HistoryPolicy implements PrefetchPolicy {
       }
     }
 
-    if (this.paused > 0) {
-      this.paused--;
-      return null;
+    if (this.paused) {
+      if (event.prefetchHit) return null;
+      const latest = this.latest!;
+      this.shadowFaults++;
+      if (keptPredicted) this.keptPredicted++;
+      else if (previous >= 0 && latest[previous] === page) this.latestPredicted++;
+      if (previous >= 0 && previous !== page) latest[previous] = page;
+      if (this.shadowFaults < SHADOW_WINDOW) return null;
+      const keptPredicts = 4 * this.keptPredicted >= this.shadowFaults;
+      const latestPredicts = !keptPredicts && 4 * (this.keptPredicted + this.latestPredicted) >= this.shadowFaults;
+      // Two windows in a row: one could be a short stretch that happens to repeat, and taking the
+      // latest successors in overwrites the kept order.
+      this.latestWindows = latestPredicts ? this.latestWindows + 1 : 0;
+      this.shadowFaults = 0;
+      this.keptPredicted = 0;
+      this.latestPredicted = 0;
+      if (!keptPredicts && this.latestWindows < 2) return null;
+      if (!keptPredicts) {
+        for (let p = 0; p < latest.length; p++) if (latest[p] >= 0) next[p] = latest[p];
+      }
+      this.latestWindows = 0;
+      this.latest = null;
+      this.paused = false;
+      this.asked = 0;
+      this.used = 0;
     }
     if (this.asked >= 8 * this.depth) {
       const paying = 4 * this.used >= this.asked;
       this.asked = 0;
       this.used = 0;
       if (!paying) {
-        this.paused = PAUSE_FAULTS;
+        this.paused = true;
+        this.latest = new Int32Array(next.length).fill(-1);
         return null;
       }
     }
