@@ -64,6 +64,8 @@ export class HistoryPolicy implements PrefetchPolicy {
     if (this.next === null || this.next.length !== event.regionPages) {
       this.next = new Int32Array(event.regionPages).fill(-1);
       this.askedIn = new Int32Array(event.regionPages).fill(-1);
+      this.paused = false;
+      this.latest = null;
     }
     const next = this.next;
     const askedIn = this.askedIn!;
@@ -114,7 +116,6 @@ export class HistoryPolicy implements PrefetchPolicy {
       if (!keptPredicts) {
         for (let p = 0; p < latest.length; p++) if (latest[p] >= 0) next[p] = latest[p];
       }
-      this.latestWindows = 0;
       this.latest = null;
       this.paused = false;
       this.asked = 0;
@@ -127,6 +128,10 @@ export class HistoryPolicy implements PrefetchPolicy {
       if (!paying) {
         this.paused = true;
         this.latest = new Int32Array(next.length).fill(-1);
+        this.shadowFaults = 0;
+        this.keptPredicted = 0;
+        this.latestPredicted = 0;
+        this.latestWindows = 0;
         return null;
       }
     }
