@@ -200,6 +200,10 @@ async function runDemo(args: string[]): Promise<number> {
   if (!Number.isSafeInteger(updates) || updates < 0) {
     throw new FarmemError('FARMEM_INVALID_OPTION', `--updates: expected a non-negative integer, got '${values.updates}'`);
   }
+  // Checked here too, so that a typo does not start an embedded node first.
+  if (!(BUILTIN_POLICIES as readonly string[]).includes(values.prefetch)) {
+    throw new FarmemError('FARMEM_INVALID_OPTION', `--prefetch: expected one of ${BUILTIN_POLICIES.join(', ')}, got '${values.prefetch}'`);
+  }
   const node = values.node
     ? null
     : await MemoryNode.start({ host: '127.0.0.1', port: 0, capacity: Math.max(size * 2, 64 << 20), token: values.token });

@@ -1027,7 +1027,7 @@ export class MemoryNodeServer {
       );
     }
     if (credential === null && this.options.token !== '' && !crypto.timingSafeEqual(clientDigest, this.tokenDigest)) {
-      throw new ProtocolError(ErrorCode.AUTH_FAILED, 'wrong token: this memory node requires the token it was started with');
+      throw new ProtocolError(ErrorCode.AUTH_FAILED, 'wrong token');
     }
     const key = hello.namespaceKey.toString('hex');
     let ns = this.namespaces.get(key);

@@ -85,7 +85,7 @@ const HINTS: Partial<Record<FarmemErrorCode, string>> = {
 export function nodeError(code: number, message: string, where: string): FarmemError {
   const farmemCode = PROTOCOL_TO_FARMEM[code] ?? 'FARMEM_PROTOCOL';
   const hint = HINTS[farmemCode];
-  return new FarmemError(farmemCode, `memory node ${where}: ${message}${hint ? ` — ${hint}` : ''}`, {
+  return new FarmemError(farmemCode, `${where}: ${message}${hint ? ` — ${hint}` : ''}`, {
     protocolCode: code,
   });
 }

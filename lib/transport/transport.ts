@@ -64,7 +64,7 @@ class NodeLink {
           requestTimeoutMs: options.requestTimeoutMs,
           reconnectInitialMs: options.reconnectInitialMs,
           reconnectMaxMs: options.reconnectMaxMs,
-          label: `node ${this.label} (${role})`,
+          label: `memory node ${this.label} (${role} connection)`,
         },
         {
           onReady: ({ resumed }) => {
