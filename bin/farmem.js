@@ -10,6 +10,12 @@ try {
   }
   throw error;
 }
+// A reader that stops early (`farmem demo | head`) closes the pipe. End as a C tool killed by SIGPIPE
+// would (status 128 + 13), without a stack trace.
+process.stdout.on('error', (error) => {
+  if (error && error.code === 'EPIPE') process.exit(141);
+  throw error;
+});
 cli.main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

@@ -100,6 +100,16 @@ describe('farmem demo', () => {
     expect(r.stderr).toMatch(new RegExp(`cannot reach memory node 127\\.0\\.0\\.1:${port} .*is \`farmem node\` running there.*\\[FARMEM_NODE_UNREACHABLE\\]`));
   });
 
+  it('ends quietly with status 141 when its reader closes the pipe (`farmem demo | head -1`)', async () => {
+    const child = spawn(process.execPath, [CLI, 'demo', '--budget', '8MiB', '--updates', '2000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout.once('data', () => child.stdout.destroy());
+    const [code] = (await once(child, 'close')) as [number | null];
+    expect(stderr).not.toMatch(/EPIPE|Unhandled|    at /);
+    expect(code).toBe(141);
+  });
+
   it('refuses bad options with FARMEM_INVALID_OPTION before it starts anything', async () => {
     for (const args of [
       ['--updates', '1.5'],
