@@ -8,7 +8,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { SingleBar, Presets } from 'cli-progress';
 import { FarmemError } from './errors';
-import { FarMemory } from './far-memory';
+import { FarMemory, validatePrefetch } from './far-memory';
 import { MemoryNode } from './memory-node';
 import { capabilities } from './native';
 import { BUILTIN_POLICIES } from './policies';
@@ -200,10 +200,8 @@ async function runDemo(args: string[]): Promise<number> {
   if (!Number.isSafeInteger(updates) || updates < 0) {
     throw new FarmemError('FARMEM_INVALID_OPTION', `--updates: expected a non-negative integer, got '${values.updates}'`);
   }
-  // Checked here too, so that a typo does not start an embedded node first.
-  if (!(BUILTIN_POLICIES as readonly string[]).includes(values.prefetch)) {
-    throw new FarmemError('FARMEM_INVALID_OPTION', `--prefetch: expected one of ${BUILTIN_POLICIES.join(', ')}, got '${values.prefetch}'`);
-  }
+  // Checked before FarMemory.open does, so that a typo does not start an embedded node first.
+  validatePrefetch('--prefetch', values.prefetch, 'readahead');
   const node = values.node
     ? null
     : await MemoryNode.start({ host: '127.0.0.1', port: 0, capacity: Math.max(size * 2, 64 << 20), token: values.token });

@@ -129,7 +129,8 @@ const MIN_BUDGET_PAGES = 64;
 /** A region is one ArrayBuffer, so V8's limit on those bounds it (4 GiB on Node 20), as does the protocol's page index. */
 const MAX_REGION_BYTES = Math.min(2 ** 31 * PAGE_SIZE, MAX_BUFFER_BYTES);
 
-function validatePrefetch(name: string, value: unknown, fallback: string): string {
+/** @internal Also used by `farmem demo`, to refuse a bad `--prefetch` before it starts anything. */
+export function validatePrefetch(name: string, value: unknown, fallback: string): string {
   const policy = stringOption(name, value, fallback);
   if (!(BUILTIN_POLICIES as readonly string[]).includes(policy)) {
     throw invalidOption(name, value, `one of ${BUILTIN_POLICIES.map((p) => `'${p}'`).join(', ')}`);
