@@ -2,7 +2,7 @@
 // CPU placement for the application benchmarks. The memory node stands for another machine, so it gets a
 // CPU of its own. The applications (every all-local, farmem and kernel-swap cell) and the suite's own
 // process run on the others. On a 2-vCPU VM the scheduler otherwise moves the pager, the application and
-// the node between the two CPUs, and every wakeup across them costs a vCPU wake. docs/benchmark.md
+// the node between the two CPUs, and every wakeup across them costs a vCPU wake. docs/benchmark-log.md
 // (2026-12-04) gives the figures.
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');

@@ -55,7 +55,7 @@ export interface FarMemoryOptions {
   /**
    * After demand work (a fetch a thread waits on, or a waiter woken), the pager thread's event loop keeps
    * polling its sockets and userfaultfd for up to this many µs instead of sleeping. 0 (default): never. It trades
-   * CPU for latency where waking an idle CPU is slow, as in VMs (docs/benchmark.md).
+   * CPU for latency where waking an idle CPU is slow, as in VMs (docs/benchmark-log.md, "Polling").
    */
   spinMicros?: number;
   /** How long open() waits for every node. Default 5000. */

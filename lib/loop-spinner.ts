@@ -1,7 +1,7 @@
 // Keeps a thread's event loop polling instead of sleeping for a short while after work that an answer
 // or a next request will soon follow. A chain of setImmediate callbacks makes libuv poll with a zero
 // timeout, so what lands is handled at once. In a VM an idle CPU takes tens of µs to wake
-// (docs/benchmark.md), more than a page's round trip on loopback. Pure JS: the memory node uses it too.
+// (docs/benchmark-log.md, "Polling"), more than a page's round trip on loopback. Pure JS: the memory node uses it too.
 // Runs on the thread that owns it (the pager thread, or the memory node's thread).
 
 export class LoopSpinner {

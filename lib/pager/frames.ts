@@ -54,7 +54,7 @@ export class FrameTable {
   private ringCount = 0;
   // Frames a stream has passed, newest on top: evicting the newest first is meant to keep the oldest
   // part of a repeating scan resident. It does not yet: hits 1,000 or more pages apart learn of passed
-  // pages too late, and the ring's oldest, that part, make up the rest (see docs/benchmark.md, 2026-12-03).
+  // pages too late, and the ring's oldest, that part, make up the rest (see docs/benchmark-log.md, 2026-12-03).
   // Entries go stale like the ring's.
   private readonly passedFrame: Int32Array;
   private readonly passedEpoch: Uint32Array;

@@ -130,7 +130,7 @@ const MAX_PROTECT_GAP = 64;
  * Eviction compares this many of the oldest frames for each frame it frees (FrameTable.refaultGap), and
  * at most this share of the frames in use. Reaching further keeps more hot pages and costs pages still
  * in use: on kv at 25% local, 13% fewer demand fetches with no share limit, 8% at 0.35, 4% at 0.25;
- * quicksort with no prefetch took 16%, 6% and 0% more (docs/benchmark.md, 2026-12-04, late night).
+ * quicksort with no prefetch took 16%, 6% and 0% more (docs/benchmark-log.md, 2026-12-04, late night).
  */
 const EVICTION_WINDOW = 8;
 const EVICTION_WINDOW_SHARE = 0.35;

@@ -22,7 +22,7 @@ const ALIGN_PAGES = 512;
  * The share of the local budget all streams together may keep asked for ahead of the application. Ahead
  * of each stream lie up to two windows; the rest of the budget holds the pages being read and those just
  * passed. Asking for more than fits evicts the guesses before their use: with windows unbounded, columns
- * at 25% local under evictLowWater 0.6 fetched every page 16 times (docs/benchmark.md).
+ * at 25% local under evictLowWater 0.6 fetched every page 16 times (docs/benchmark-log.md, 2026-12-04).
  */
 const AHEAD_SHARE = 0.5;
 /** A stream counts against the budget while it was continued within this many faults per stream. */
