@@ -17,6 +17,7 @@ export type FarmemErrorCode =
   | 'FARMEM_NO_SUCH_REGION' // a region id the node does not know in this namespace
   | 'FARMEM_OUT_OF_RANGE' // pages past the end of a region
   | 'FARMEM_PAGER_DIED' // the pager thread exited unexpectedly
+  | 'FARMEM_ILLEGAL_TRANSITION' // a pager bug: a page state change that cannot happen (page-table.ts)
   | 'FARMEM_POLICY_ERROR' // a prefetch policy or guide threw, answered garbage or overran its time budget
   | 'FARMEM_POLICY_LOAD_FAILED' // a policy or guide module could not be loaded or built
   | 'FARMEM_BAD_TRACE' // a file that is not a well-formed farmem fault trace
