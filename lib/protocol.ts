@@ -265,7 +265,8 @@ export class FrameReader {
 
   /**
    * The next complete frame without consuming it: the same frame comes again from peek() or next() until
-   * next() takes it. Valid until the next push() or next(). Throws ProtocolError on a bad header.
+   * next() takes it. Valid until the next push(), peek() or next() (either may compact the buffer under it).
+   * Throws ProtocolError on a bad header.
    */
   peek(): Frame | null {
     if (this.chunk !== null) {

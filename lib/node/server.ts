@@ -1108,7 +1108,8 @@ export class MemoryNodeServer {
       }
     }
     if (ns.nextRegionId > 0xffffffff) {
-      conn.requestError(requestId, 0, ErrorCode.INTERNAL, 'this namespace has used up its 2^32-1 region ids');
+      // A request error, not INTERNAL: the client counts INTERNAL as fatal (isFatalErrorCode), and this connection carries on.
+      conn.requestError(requestId, 0, ErrorCode.CAPACITY, 'this namespace has used up its 2^32-1 region ids: open a new FarMemory, which gets a new namespace');
       return;
     }
     const region = new Region(ns.nextRegionId++, regionPages, reservePages);
