@@ -188,6 +188,32 @@ describe('bench/report.js', () => {
     );
   });
 
+  it('sets the scan against the stream measured beside its cell, where the run measured it there', async () => {
+    const data = fixture();
+    data.tcpStreamMeasurements = [
+      { when: 'start', gbPerSec: 9, trials: [9] },
+      { when: 'scan-before', gbPerSec: 8, trials: [8] },
+      { when: 'scan-after', gbPerSec: 7.5, trials: [7.5] },
+      { when: 'end', gbPerSec: 1, trials: [1] },
+    ];
+    data.tcpStreamGBps = 9;
+    (data as Record<string, unknown>).scanStreamGBps = 8;
+    const file = writeFixture('apps-beside.json', data);
+    const doc = path.join(TMP, 'beside.md');
+    fs.writeFileSync(doc, BEFORE);
+    await renderReport({ resultsFile: file, imgDir: path.join(TMP, 'beside-img'), markdownFile: doc });
+    const md = fs.readFileSync(doc, 'utf8');
+    expect(md).toContain(
+      'TCP loopback stream: 9.00 GB/s, the faster of the run\'s medians (9.00 at the start, 8.00 just before the scan at 25%, ' +
+        '7.50 just after the scan at 25%, 1.00 at the end)',
+    );
+    // 5 GB/s against the 8 beside it: 62.5%, so the bar (4.80 GB/s) is reached; against the start's 9 it would not be (56%).
+    expect(md).toContain(
+      '`scan`: 5.00 GB/s (readahead) = 63% of the TCP stream measured beside it, 8.00 GB/s (the faster of 8.00 before and 7.50 after); ' +
+        '60% is 4.80 GB/s; reached: yes. Against the run\'s fastest stream median, 9.00 GB/s: 56%.',
+    );
+  });
+
   it('replaces its section on a second run rather than adding another', async () => {
     const first = fs.readFileSync(markdownFile, 'utf8');
     await renderReport({ resultsFile, imgDir, markdownFile });
