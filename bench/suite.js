@@ -185,9 +185,9 @@ async function main() {
     // Where the processes ran (bench/cpus.js): the memory node on a CPU of its own, or not pinned and why.
     cpus,
     swapSlackBytes: SWAP_SLACK_BYTES,
-    // The faster of the stream's medians at the start and at the end of the run (tcpStreamMeasurements):
-    // this host's loopback moved anywhere from 0.5 to 3.7 GB/s within an hour, so one figure taken before
-    // the cells can be far below what the scan got minutes later.
+    // The fastest of the stream's medians over the run (tcpStreamMeasurements: at the start, beside the
+    // scan, at the end): this host's loopback moved anywhere from 0.5 to 3.7 GB/s within an hour, so one
+    // figure taken before the cells can be far below what the scan got minutes later.
     tcpStreamGBps: null,
     tcpStreamMeasurements: [],
     // The faster of the two medians measured just before and just after the scan's farmem cell at
