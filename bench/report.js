@@ -426,14 +426,14 @@ function barSection(data, budgets) {
     out.push(
       `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${((100 * best.gbps) / data.scanStreamGBps).toFixed(0)}% of the ` +
         `TCP stream measured beside it, ${data.scanStreamGBps.toFixed(2)} GB/s (the faster of ${beside.map((m) => m.gbPerSec.toFixed(2)).join(' before and ')} after); ` +
-        `60% is ${bar.toFixed(2)} GB/s; reached: ${best.gbps >= bar ? 'yes' : 'no'}. ` +
+        `60% is ${bar.toFixed(2)} GB/s; reached: ${scanVerdict(best.gbps, data.scanStreamGBps)}. ` +
         `Against the run's fastest stream median, ${data.tcpStreamGBps.toFixed(2)} GB/s: ${((100 * best.gbps) / data.tcpStreamGBps).toFixed(0)}%.`,
     );
   } else {
     const bar = 0.6 * data.tcpStreamGBps;
     out.push(
       `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${((100 * best.gbps) / data.tcpStreamGBps).toFixed(0)}% of the ` +
-        `TCP stream's ${data.tcpStreamGBps.toFixed(2)} GB/s; 60% is ${bar.toFixed(2)} GB/s; reached: ${best.gbps >= bar ? 'yes' : 'no'}.`,
+        `TCP stream's ${data.tcpStreamGBps.toFixed(2)} GB/s; 60% is ${bar.toFixed(2)} GB/s; reached: ${scanVerdict(best.gbps, data.tcpStreamGBps)}.`,
     );
   }
   out.push('');
@@ -514,6 +514,16 @@ function faultSection(data) {
   }
   out.push('');
   return out;
+}
+
+/**
+ * The scan bar's verdict. A stream that moved less than the scan itself moved over the same loopback
+ * measured no ceiling (on this host a stream of 64 KiB writes sometimes runs at 0.5 GB/s for half an
+ * hour while the pager's 1 MiB replies move twice that): then the bar is not judged.
+ */
+function scanVerdict(scanGBps, streamGBps) {
+  if (scanGBps > streamGBps) return 'not judged: the stream moved less than the scan itself did over the same loopback, so it measured no ceiling';
+  return scanGBps >= 0.6 * streamGBps ? 'yes' : 'no';
 }
 
 /** When the suite measured the stream (tcpStreamMeasurements[].when), as the report says it. */

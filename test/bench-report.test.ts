@@ -33,8 +33,8 @@ function fixture(swapAvailable = true) {
     machine: { date: '2026-11-23T05:00:00.000Z', cpu: 'Test CPU 9000', cores: 2, memoryGiB: 24, kernel: '6.18.44', node: 'v20.20.2' },
     budgets: [1, 0.25],
     policies: ['none', 'readahead'],
-    tcpStreamGBps: 2,
-    tcpStreamMeasurements: [{ when: 'start', gbPerSec: 1.5, trials: [1.5] }, { when: 'end', gbPerSec: 2, trials: [2] }],
+    tcpStreamGBps: 8,
+    tcpStreamMeasurements: [{ when: 'start', gbPerSec: 6, trials: [6] }, { when: 'end', gbPerSec: 8, trials: [8] }],
     cpus: { pinned: true, node: '1', application: '0' },
     swap: swapAvailable
       ? { available: true, reason: null, cgroup: 'v1', swapFile: '/var/tmp/farmem-bench.swap' }
@@ -157,7 +157,7 @@ describe('bench/report.js', () => {
 
     expect(md).toContain('Test CPU 9000, 2 cores');
     expect(md).toContain('`npx farmem bench --quick`');
-    expect(md).toContain('TCP loopback stream: 2.00 GB/s, the faster of the run\'s medians (1.50 at the start, 2.00 at the end)');
+    expect(md).toContain('TCP loopback stream: 8.00 GB/s, the faster of the run\'s medians (6.00 at the start, 8.00 at the end)');
     expect(md).toContain('CPU placement: memory node on CPU 1; the applications, every cell and the stream');
     expect(md).toContain('[../apps-2026-11-23T0500.json](../apps-2026-11-23T0500.json)');
     expect(md).toContain('![Speed relative to all-local, per workload and local memory share](img/bench-normalized.svg)');
@@ -181,7 +181,7 @@ describe('bench/report.js', () => {
         '≥ 0.5: by the medians; not sample for sample.',
     );
     expect(md).toContain('`scan`: 5.00 GB/s (readahead)'); // 1e9 B / 0.2 s
-    expect(md).toContain('60% is 1.20 GB/s; reached: yes.');
+    expect(md).toContain('= 63% of the TCP stream\'s 8.00 GB/s; 60% is 4.80 GB/s; reached: yes.');
     expect(md).toContain(
       '| Quicksort | 25% | 25% (24% → 26%), page-cluster 0 (retry after an OOM kill), 3 stalls at the limit woken by raising it ' +
         '(at most 2 MiB, 42 ms in all, calibration included) |',
@@ -211,6 +211,21 @@ describe('bench/report.js', () => {
     expect(md).toContain(
       '`scan`: 5.00 GB/s (readahead) = 63% of the TCP stream measured beside it, 8.00 GB/s (the faster of 8.00 before and 7.50 after); ' +
         '60% is 4.80 GB/s; reached: yes. Against the run\'s fastest stream median, 9.00 GB/s: 56%.',
+    );
+  });
+
+  it('does not judge the scan bar against a stream slower than the scan itself', async () => {
+    const data = fixture();
+    data.tcpStreamGBps = 4;
+    data.tcpStreamMeasurements = [{ when: 'start', gbPerSec: 4, trials: [4] }];
+    const file = writeFixture('apps-slow-stream.json', data);
+    const doc = path.join(TMP, 'slow-stream.md');
+    fs.writeFileSync(doc, BEFORE);
+    await renderReport({ resultsFile: file, imgDir: path.join(TMP, 'slow-stream-img'), markdownFile: doc });
+    // The scan moved 5 GB/s (1e9 B / 0.2 s), more than the 4 GB/s stream.
+    expect(fs.readFileSync(doc, 'utf8')).toContain(
+      '`scan`: 5.00 GB/s (readahead) = 125% of the TCP stream\'s 4.00 GB/s; 60% is 2.40 GB/s; reached: not judged: ' +
+        'the stream moved less than the scan itself did over the same loopback, so it measured no ceiling.',
     );
   });
 
