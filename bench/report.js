@@ -422,7 +422,7 @@ function barSection(data, budgets) {
     // Set against the stream measured beside the scan's own cell; the run's fastest median, which can
     // come from another hour of a drifting host, is given beside it.
     const bar = 0.6 * data.scanStreamGBps;
-    const beside = (data.tcpStreamMeasurements || []).filter((m) => m.when === 'scan-before' || m.when === 'scan-after');
+    const beside = besideScan(data.tcpStreamMeasurements);
     out.push(
       `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${((100 * best.gbps) / data.scanStreamGBps).toFixed(0)}% of the ` +
         `TCP stream measured beside it, ${data.scanStreamGBps.toFixed(2)} GB/s (the faster of ${beside.map((m) => m.gbPerSec.toFixed(2)).join(' before and ')} after); ` +
@@ -524,6 +524,11 @@ function faultSection(data) {
 function scanVerdict(scanGBps, streamGBps) {
   if (scanGBps > streamGBps) return 'not judged: the stream moved less than the scan itself did over the same loopback, so it measured no ceiling';
   return scanGBps >= 0.6 * streamGBps ? 'yes' : 'no';
+}
+
+/** The stream measurements made just before and just after the scan's cell at 25%, in that order. */
+function besideScan(measurements) {
+  return (measurements || []).filter((m) => m.when === 'scan-before' || m.when === 'scan-after');
 }
 
 /** When the suite measured the stream (tcpStreamMeasurements[].when), as the report says it. */
@@ -654,4 +659,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { renderReport, newestResults, spliceSection, fmtNorm, STREAM_WHEN };
+module.exports = { renderReport, newestResults, spliceSection, fmtNorm, STREAM_WHEN, besideScan };

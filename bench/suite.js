@@ -15,7 +15,7 @@ const { ROOT, args, machine, startNodeProcess } = require('./common');
 const { BUILTIN_POLICIES } = require('../dist/cjs/index.js');
 const { WORKLOADS, budgetBytes } = require('./apps/workloads');
 const { RESULT_MARK } = require('./apps/cell');
-const { fmtNorm, STREAM_WHEN } = require('./report');
+const { fmtNorm, STREAM_WHEN, besideScan } = require('./report');
 const kernelSwap = require('./apps/kernel-swap');
 const { loopbackStreamGBps } = require('./apps/tcp-stream');
 const { cpuPlacement, placeSelf, describePlacement } = require('./cpus');
@@ -205,7 +205,7 @@ async function main() {
     const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3, senderCpus: nodeCpus });
     results.tcpStreamMeasurements.push({ when, gbPerSec: stream.gbPerSec, trials: stream.trials });
     results.tcpStreamGBps = Math.max(...results.tcpStreamMeasurements.map((m) => m.gbPerSec));
-    const beside = results.tcpStreamMeasurements.filter((m) => m.when === 'scan-before' || m.when === 'scan-after');
+    const beside = besideScan(results.tcpStreamMeasurements);
     if (beside.length === 2) results.scanStreamGBps = Math.max(...beside.map((m) => m.gbPerSec));
   };
   await measureStream('start');
@@ -250,13 +250,13 @@ async function main() {
       // This host's loopback moves by more than half within a run: the scan is set against the stream
       // measured beside its own cell, with the node idle, not only at the run's two ends.
       // Not in a smoke run, which must end within two minutes.
-      const besideScan = !quick && cell.w.name === 'scan' && cell.system === 'farmem' && cell.budget === SCAN_BAR_BUDGET;
+      const isScanBarCell = !quick && cell.w.name === 'scan' && cell.system === 'farmem' && cell.budget === SCAN_BAR_BUDGET;
       const measureBesideScan = async (when) => {
         bar.stop();
         await measureStream(when);
         bar.start(cells.length, cells.indexOf(cell), { cell: what });
       };
-      if (besideScan) await measureBesideScan('scan-before');
+      if (isScanBarCell) await measureBesideScan('scan-before');
       let out;
       try {
         out = cell.system === 'swap'
@@ -270,7 +270,7 @@ async function main() {
         out = { runs: [], error: error.message };
         if (cell.system !== 'local') out.runs = [{ system: cell.system, label: cell.system === 'swap' ? 'kernel swap' : 'farmem', budget: cell.budget, error: error.message }];
       }
-      if (besideScan) await measureBesideScan('scan-after');
+      if (isScanBarCell) await measureBesideScan('scan-after');
       let entry = byWorkload.get(cell.w.name);
       if (!entry) {
         entry = { name: cell.w.name, title: cell.w.title, description: cell.w.description, workingSetBytes: cell.w.bytes(quick), local: null, runs: [] };

@@ -7,19 +7,11 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseSize } from '../lib/units';
+import { runChild } from './helpers';
 
 const CLI = path.join(__dirname, '..', 'bin', 'farmem.js');
-
-/** Runs the command to its end. Not spawnSync: a demo takes seconds, and vitest's worker must stay responsive. */
-async function farmem(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
-}
+/** Runs the command to its end, in a child process (runChild: not spawnSync, so vitest's worker stays responsive). */
+const farmem = (args: string[]) => runChild(CLI, args);
 
 /** The number in a `  name   value` row of the demo's statistics. */
 function row(stdout: string, name: string): number {
