@@ -518,8 +518,8 @@ function faultSection(data) {
 
 /**
  * The scan bar's verdict. A stream that moved less than the scan itself moved over the same loopback
- * measured no ceiling (on this host a stream of 64 KiB writes sometimes runs at 0.5 GB/s for half an
- * hour while the pager's 1 MiB replies move twice that): then the bar is not judged.
+ * measured no ceiling, and the bar is not judged. Runs whose receiver read with 'data' events met that
+ * often here: the fresh Buffer a read faulted its pages in, and the stream ran at 0.5 GB/s for minutes.
  */
 function scanVerdict(scanGBps, streamGBps) {
   if (scanGBps > streamGBps) return 'not judged: the stream moved less than the scan itself did over the same loopback, so it measured no ceiling';
@@ -543,9 +543,23 @@ const STREAM_WHEN = {
 function streamLine(data) {
   if (!isNum(data.tcpStreamGBps)) return 'not measured';
   const measured = (data.tcpStreamMeasurements || []).filter((m) => isNum(m.gbPerSec));
-  if (measured.length < 2) return `${data.tcpStreamGBps.toFixed(2)} GB/s`;
+  const method = streamMethod(measured[0]);
+  if (measured.length < 2) return `${data.tcpStreamGBps.toFixed(2)} GB/s${method}`;
   const each = measured.map((m) => `${m.gbPerSec.toFixed(2)} ${STREAM_WHEN[m.when] ?? m.when}`).join(', ');
-  return `${data.tcpStreamGBps.toFixed(2)} GB/s, the faster of the run's medians (${each})`;
+  return `${data.tcpStreamGBps.toFixed(2)} GB/s, the faster of the run's medians (${each})${method}`;
+}
+
+/**
+ * How the stream was read. Runs before 2026-12-05 night read it with 'data' events (a fresh Buffer a
+ * read) and recorded no readBufferBytes; since then the receiver reads into one preallocated buffer.
+ */
+function streamMethod(measurement) {
+  if (!measurement || !isNum(measurement.readBufferBytes)) return "; 64 KiB writes, read with 'data' events";
+  return `; ${formatKiB(measurement.writeBytes)} writes, read into one preallocated ${formatKiB(measurement.readBufferBytes)} buffer`;
+}
+
+function formatKiB(bytes) {
+  return bytes >= 1 << 20 ? `${bytes / (1 << 20)} MiB` : `${bytes / 1024} KiB`;
 }
 
 /** The suite's --huge-pages, and in how many farmem runs it applied (results written before it say nothing). */

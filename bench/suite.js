@@ -186,8 +186,8 @@ async function main() {
     cpus,
     swapSlackBytes: SWAP_SLACK_BYTES,
     // The fastest of the stream's medians over the run (tcpStreamMeasurements: at the start, beside the
-    // scan, at the end): this host's loopback moved anywhere from 0.5 to 3.7 GB/s within an hour, so one
-    // figure taken before the cells can be far below what the scan got minutes later.
+    // scan, at the end): this host's loopback read 3.08 GB/s just before a scan and 1.83 just after it, so
+    // one figure taken before the cells can be far from what the scan got minutes later.
     tcpStreamGBps: null,
     tcpStreamMeasurements: [],
     // The faster of the two medians measured just before and just after the scan's farmem cell at
@@ -203,7 +203,7 @@ async function main() {
   const measureStream = async (when) => {
     console.error(`measuring the loopback TCP stream (the transport ceiling) ${STREAM_WHEN[when]} …`);
     const stream = await loopbackStreamGBps({ bytes: (quick ? 512 : 2048) * 2 ** 20, trials: quick ? 1 : 3, senderCpus: nodeCpus });
-    results.tcpStreamMeasurements.push({ when, gbPerSec: stream.gbPerSec, trials: stream.trials });
+    results.tcpStreamMeasurements.push({ when, gbPerSec: stream.gbPerSec, trials: stream.trials, writeBytes: stream.writeBytes, readBufferBytes: stream.readBufferBytes });
     results.tcpStreamGBps = Math.max(...results.tcpStreamMeasurements.map((m) => m.gbPerSec));
     const beside = besideScan(results.tcpStreamMeasurements);
     if (beside.length === 2) results.scanStreamGBps = Math.max(...beside.map((m) => m.gbPerSec));

@@ -157,7 +157,10 @@ describe('bench/report.js', () => {
 
     expect(md).toContain('Test CPU 9000, 2 cores');
     expect(md).toContain('`npx farmem bench --quick`');
-    expect(md).toContain('TCP loopback stream: 8.00 GB/s, the faster of the run\'s medians (6.00 at the start, 8.00 at the end)');
+    // Measurements without readBufferBytes come from runs whose receiver read with 'data' events.
+    expect(md).toContain(
+      'TCP loopback stream: 8.00 GB/s, the faster of the run\'s medians (6.00 at the start, 8.00 at the end); 64 KiB writes, read with \'data\' events.',
+    );
     expect(md).toContain('CPU placement: memory node on CPU 1; the applications, every cell and the stream');
     expect(md).toContain('[../apps-2026-11-23T0500.json](../apps-2026-11-23T0500.json)');
     expect(md).toContain('![Speed relative to all-local, per workload and local memory share](img/bench-normalized.svg)');
@@ -191,10 +194,10 @@ describe('bench/report.js', () => {
   it('sets the scan against the stream measured beside its cell, where the run measured it there', async () => {
     const data = fixture();
     data.tcpStreamMeasurements = [
-      { when: 'start', gbPerSec: 9, trials: [9] },
-      { when: 'scan-before', gbPerSec: 8, trials: [8] },
-      { when: 'scan-after', gbPerSec: 7.5, trials: [7.5] },
-      { when: 'end', gbPerSec: 1, trials: [1] },
+      { when: 'start', gbPerSec: 9, trials: [9], writeBytes: 65536, readBufferBytes: 1 << 20 },
+      { when: 'scan-before', gbPerSec: 8, trials: [8], writeBytes: 65536, readBufferBytes: 1 << 20 },
+      { when: 'scan-after', gbPerSec: 7.5, trials: [7.5], writeBytes: 65536, readBufferBytes: 1 << 20 },
+      { when: 'end', gbPerSec: 1, trials: [1], writeBytes: 65536, readBufferBytes: 1 << 20 },
     ];
     data.tcpStreamGBps = 9;
     (data as Record<string, unknown>).scanStreamGBps = 8;
@@ -205,7 +208,7 @@ describe('bench/report.js', () => {
     const md = fs.readFileSync(doc, 'utf8');
     expect(md).toContain(
       'TCP loopback stream: 9.00 GB/s, the faster of the run\'s medians (9.00 at the start, 8.00 just before the scan at 25%, ' +
-        '7.50 just after the scan at 25%, 1.00 at the end)',
+        '7.50 just after the scan at 25%, 1.00 at the end); 64 KiB writes, read into one preallocated 1 MiB buffer.',
     );
     // 5 GB/s against the 8 beside it: 62.5%, so the bar (4.80 GB/s) is reached; against the start's 9 it would not be (56%).
     expect(md).toContain(

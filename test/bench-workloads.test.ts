@@ -347,6 +347,21 @@ describe('farmem bench', () => {
     expect(touched).toBeLessThanOrEqual(6 * MiB + HUGE_PAGE_SLACK);
   });
 
+  it('measures the loopback stream to its last byte, reading into one preallocated buffer', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { loopbackStreamGBps } = require('../bench/apps/tcp-stream.js') as {
+      loopbackStreamGBps(o: object): Promise<{ gbPerSec: number; trials: number[]; writeBytes: number; readBufferBytes: number }>;
+    };
+    // Not a multiple of the write size, so the sender's last write is a short one; the trial rejects
+    // unless every byte arrives.
+    const stream = await loopbackStreamGBps({ bytes: 8 * MiB + 1000, trials: 2, warmupBytes: 0, chunkBytes: 64 * 1024 });
+    expect(stream.trials).toHaveLength(2);
+    for (const rate of stream.trials) expect(rate).toBeGreaterThan(0);
+    expect(stream.gbPerSec).toBeGreaterThanOrEqual(Math.min(...stream.trials));
+    expect(stream.gbPerSec).toBeLessThanOrEqual(Math.max(...stream.trials));
+    expect(stream).toMatchObject({ writeBytes: 64 * 1024, readBufferBytes: MiB });
+  });
+
   for (const [args, pattern] of [
     [['--budgets', '2'], /--budgets: 2 is not a share in \(0, 1\]/],
     [['--workloads', 'fibonacci'], /no workload 'fibonacci' \(scan, random, quicksort, columns, kv, list, tree\)/],

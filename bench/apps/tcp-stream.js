@@ -2,8 +2,12 @@
 // Loopback TCP streaming bandwidth between two Node processes: the ceiling for the far-memory scan,
 // whose pages also arrive over a TCP socket on 127.0.0.1. No framing and no copies beyond what the
 // socket does, so this is the best a page stream over loopback could do from Node.
+// The receiver connects and reads into one preallocated buffer (net.connect's `onread`), as the pager's
+// connections do. Reading with 'data' events instead allocates a fresh Buffer for every read, and on
+// this host the pages of that memory often come new from the kernel: the stream then spends most of the
+// receiving CPU in page faults and runs at 0.5 GB/s for minutes (docs/benchmark-log.md, 2026-12-05 night).
 // Usage: node bench/apps/tcp-stream.js [--bytes 2GiB] [--trials 3] [--chunk 64KiB] [--pin auto|off]   (prints JSON)
-// Internal: node bench/apps/tcp-stream.js --send <port> <bytes>   (the sender child)
+// Internal: node bench/apps/tcp-stream.js --send <bytes> <chunk>   (the sender child: prints its port, sends to one client)
 const { spawn } = require('node:child_process');
 const net = require('node:net');
 const { median } = require('../common');
@@ -11,11 +15,14 @@ const { cpuPlacement, onCpus, placeSelf } = require('../cpus');
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
+/** The receiver's one buffer. Its size hardly matters here: 64 KiB, 512 KiB and 2 MiB read alike. */
+const READ_BUFFER_BYTES = MiB;
 
-/** Sender child: writes one preallocated buffer of `chunkBytes` until `bytes` are sent, waiting on 'drain'. */
-function send(port, bytes, chunkBytes) {
+/** Sender child: listens, then writes one preallocated buffer of `chunkBytes` to its one client until `bytes` are sent, waiting on 'drain'. */
+function send(bytes, chunkBytes) {
   const chunk = Buffer.alloc(chunkBytes, 0xa5);
-  const socket = net.connect({ host: '127.0.0.1', port }, () => {
+  const server = net.createServer((socket) => {
+    server.close(); // one connection per trial
     let left = bytes;
     const pump = () => {
       while (left > 0) {
@@ -28,27 +35,43 @@ function send(port, bytes, chunkBytes) {
       }
       socket.end();
     };
+    socket.on('error', (error) => {
+      console.error(`tcp-stream sender: ${error.message}`);
+      process.exit(1);
+    });
     pump();
   });
-  socket.on('error', (error) => {
-    console.error(`tcp-stream sender: ${error.message}`);
-    process.exit(1);
-  });
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`${server.address().port}\n`));
 }
 
 /** One trial: GB/s from the first byte to the last byte at the receiver. */
 function trial(bytes, chunkBytes, senderCpus) {
   return new Promise((resolve, reject) => {
-    let child;
-    const server = net.createServer((socket) => {
-      server.close(); // one connection per trial
+    const [command, argv] = onCpus(senderCpus, process.execPath, [__filename, '--send', String(bytes), String(chunkBytes)]);
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`tcp-stream: sender exited with ${code}`));
+    });
+    let portLine = '';
+    const onPort = (text) => {
+      portLine += text;
+      if (!portLine.includes('\n')) return;
+      child.stdout.off('data', onPort);
       let received = 0;
       let first = 0n;
       let last = 0n;
-      socket.on('data', (d) => {
-        if (received === 0) first = process.hrtime.bigint();
-        received += d.length;
-        if (received >= bytes) last = process.hrtime.bigint();
+      const socket = net.connect({
+        host: '127.0.0.1',
+        port: Number(portLine.trim()),
+        onread: {
+          buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+          callback: (n) => {
+            if (received === 0) first = process.hrtime.bigint();
+            received += n;
+            if (received >= bytes) last = process.hrtime.bigint();
+          },
+        },
       });
       socket.on('error', reject);
       socket.on('end', () => {
@@ -58,22 +81,15 @@ function trial(bytes, chunkBytes, senderCpus) {
         }
         resolve(bytes / 1e9 / (Number(last - first) / 1e9));
       });
-    });
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const [command, argv] = onCpus(senderCpus, process.execPath, [__filename, '--send', String(server.address().port), String(bytes), String(chunkBytes)]);
-      child = spawn(command, argv, {
-        stdio: ['ignore', 'inherit', 'inherit'],
-      });
-      child.once('exit', (code) => {
-        if (code !== 0) reject(new Error(`tcp-stream: sender exited with ${code}`));
-      });
-    });
+    };
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', onPort);
   });
 }
 
 /**
- * Median loopback TCP streaming rate over `trials` trials of `bytes` each: { gbPerSec, trials }.
+ * Median loopback TCP streaming rate over `trials` trials of `bytes` each:
+ * { gbPerSec, trials, writeBytes, readBufferBytes }.
  * An untimed warm-up trial goes first: the first stream in a process runs well below the rest
  * (the receiver's code is still being compiled), as the far-memory scan's cold pass does. With
  * `senderCpus` the sender runs there (taskset), as the memory node does; the receiver is this process.
@@ -82,7 +98,7 @@ async function loopbackStreamGBps({ bytes = 2 * GiB, trials = 3, warmupBytes = 2
   if (warmupBytes > 0) await trial(warmupBytes, chunkBytes, senderCpus);
   const rates = [];
   for (let t = 0; t < trials; t++) rates.push(await trial(bytes, chunkBytes, senderCpus));
-  return { gbPerSec: median(rates), trials: rates };
+  return { gbPerSec: median(rates), trials: rates, writeBytes: chunkBytes, readBufferBytes: READ_BUFFER_BYTES };
 }
 
 module.exports = { loopbackStreamGBps };
@@ -90,7 +106,7 @@ module.exports = { loopbackStreamGBps };
 if (require.main === module) {
   const argv = process.argv.slice(2);
   if (argv[0] === '--send') {
-    send(Number(argv[1]), Number(argv[2]), Number(argv[3]));
+    send(Number(argv[1]), Number(argv[2]));
   } else {
     const { parseArgs } = require('node:util');
     const { parseSize } = require('../../dist/cjs/index.js');
