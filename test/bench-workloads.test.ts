@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FrameTable } from '../lib/pager/frames';
-import { farmem, MiB, ROOT, runChild } from './helpers';
+import { farmem, MiB, ROOT, runChild, UNHURRIED_BUDGET_MS } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -42,7 +42,7 @@ describe('bench workloads on a farmem region at 25% local', () => {
       const fm = await FarMemory.open({ nodes: [node.address], localBudget: bytes / 4 });
       try {
         const region = await fm.allocate(bytes, { prefetch });
-        if (w.guide) await region.setGuide({ module: w.guide, depth: 64 });
+        if (w.guide) await region.setGuide({ module: w.guide, depth: 64, timeBudgetMs: UNHURRIED_BUDGET_MS });
         const ctx = w.prepare(bytes, true);
         w.init(region.buffer, ctx);
         for (let round = 0; round < 2; round++) w.verify(region.buffer, ctx, w.run(region.buffer, ctx));

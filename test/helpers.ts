@@ -9,6 +9,13 @@ export const FIXTURES = path.join(__dirname, 'fixtures');
 
 export const MiB = 1024 * 1024;
 
+/**
+ * timeBudgetMs for policy modules and guides in tests that are not about the budget. The budget is wall
+ * time, and on a loaded 2-vCPU host one preemption of the pager thread in a call can outlast the
+ * default 5 ms: the region then falls back to 'none', which such a test would take for a failure.
+ */
+export const UNHURRIED_BUDGET_MS = 1000;
+
 /** Deterministic bytes for page `page` of a test, in round `round`. */
 export function fillPattern(view: Uint8Array, seed: number): void {
   let x = seed >>> 0 || 1;

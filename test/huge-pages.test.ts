@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capabilities, loadNative, type UffdHandle } from '../lib/native';
-import { FIXTURES, MiB, caught, farmem, fillPattern } from './helpers';
+import { FIXTURES, MiB, UNHURRIED_BUDGET_MS, caught, farmem, fillPattern } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
 const PAGE = 4096;
@@ -152,7 +152,9 @@ describe.skipIf(!offered)('regions with hugePages', () => {
   /** A region of `size`, every page written and then evicted, whose policy asks for the next `ahead` pages. */
   async function nextPageRegion(options: Record<string, unknown>, size: number, ahead: number, seed: number) {
     const fm = await FarMemory.open({ nodes: [node.address], ...options });
-    const region = await fm.allocate(size, { prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead } } });
+    const region = await fm.allocate(size, {
+      prefetch: { module: path.join(FIXTURES, 'policies', 'next-page.mjs'), options: { ahead }, timeBudgetMs: UNHURRIED_BUDGET_MS },
+    });
     const expected = Buffer.alloc(size);
     fillPattern(expected, seed);
     const bytes = new Uint8Array(region.buffer);

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURES, MiB, ROOT, farmem } from './helpers';
+import { FIXTURES, MiB, ROOT, UNHURRIED_BUDGET_MS, farmem } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
 type MemoryNode = InstanceType<typeof MemoryNode>;
@@ -158,7 +158,7 @@ describe('swapping policies at runtime', () => {
       worker.once('message', resolve);
       worker.once('error', reject);
     });
-    const sequence: Array<string | object> = ['none', 'stride', 'leap', { module: path.join(POLICIES, 'next-page.mjs') }, 'readahead'];
+    const sequence: Array<string | object> = ['none', 'stride', 'leap', { module: path.join(POLICIES, 'next-page.mjs'), timeBudgetMs: UNHURRIED_BUDGET_MS }, 'readahead'];
     let swaps = 0;
     while (Atomics.load(control, 1) < 3) {
       const next = sequence[swaps % sequence.length];
@@ -256,7 +256,7 @@ describe('guides', () => {
         view.setUint32(order[i] * PAGE + 8, i, true);
       }
       await region.evict();
-      if (withGuide) await region.setGuide({ module: path.join(POLICIES, 'list-guide.cjs'), depth: 32 });
+      if (withGuide) await region.setGuide({ module: path.join(POLICIES, 'list-guide.cjs'), depth: 32, timeBudgetMs: UNHURRIED_BUDGET_MS });
       const before = region.stats().remoteFetches;
       let at = order[0] * PAGE;
       let sum = 0;
