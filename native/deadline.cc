@@ -3,18 +3,26 @@
 // call has unwound). The pager uses it for policy and guide code a user wrote, which runs on the pager
 // thread and could otherwise hold every faulting thread forever with one endless loop.
 //
+// The budget is the calling thread's CPU time, so that a call the scheduler kept off the CPU (a loaded
+// host preempts for milliseconds) is not taken for a slow one. A call that blocks instead of computing
+// is stopped at kWallFactor times the budget of wall time.
+//
 // Threads: CallWithDeadline runs on the JS thread that owns the env (the pager thread). One watchdog
 // thread per env watches the armed deadline and touches the isolate only through TerminateExecution
 // (documented as callable from any thread). A runaway call is stopped within about twice its timeout.
 #include <napi.h>
 #include <v8.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+
+#include <pthread.h>
+#include <time.h>
 
 #include "errors.h"
 
@@ -24,11 +32,30 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How much longer than its CPU budget a call may take in wall time, blocked or kept off the CPU.
+constexpr int64_t kWallFactor = 20;
+
+int64_t CpuNanos(clockid_t clock) {
+  timespec now{};
+  clock_gettime(clock, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+int64_t Nanos(Clock::duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); }
+
+// The CPU-time clock of the calling thread, readable from another thread.
+clockid_t OwnCpuClock() {
+  clockid_t clock = CLOCK_THREAD_CPUTIME_ID;
+  pthread_getcpuclockid(pthread_self(), &clock);
+  return clock;
+}
+
 // The JS thread arms and disarms with atomics only, so a call costs no lock and no wakeup while calls keep
 // coming; the watchdog polls at the armed timeout and sleeps on the condition variable once calls stop.
 class Watchdog {
  public:
-  explicit Watchdog(v8::Isolate* isolate) : isolate_(isolate), thread_([this] { Run(); }) {}
+  // JS thread: its CPU clock is the one calls are timed by.
+  explicit Watchdog(v8::Isolate* isolate) : isolate_(isolate), js_cpu_clock_(OwnCpuClock()), thread_([this] { Run(); }) {}
 
   ~Watchdog() {
     {
@@ -39,11 +66,13 @@ class Watchdog {
     thread_.join();
   }
 
-  // JS thread.
-  void Arm(Clock::duration timeout) {
+  // JS thread. `started` and `cpu_started`: the call's start in wall time and in this thread's CPU time.
+  void Arm(Clock::duration timeout, Clock::time_point started, int64_t cpu_started) {
     const uint64_t call = ++calls_;
-    const int64_t deadline = (Clock::now() + timeout).time_since_epoch().count();
+    const int64_t deadline = (started + timeout).time_since_epoch().count();
     period_.store(timeout.count(), std::memory_order_relaxed);
+    started_.store(started.time_since_epoch().count(), std::memory_order_relaxed);
+    cpu_started_.store(cpu_started, std::memory_order_relaxed);
     deadline_.store(deadline, std::memory_order_relaxed);
     state_.store(call);  // seq_cst: ordered before the loads below
     // Wake the watchdog if it sleeps until told, or until later than this call's deadline (a long
@@ -74,15 +103,32 @@ class Watchdog {
   // Watchdog thread.
   void Run() {
     uint64_t calls_seen = 0;
+    // A deadline this thread moved later for the armed call, which had not used its CPU budget yet.
+    uint64_t extended_call = kIdle;
+    int64_t extended_deadline = 0;
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stopping_) {
       const uint64_t armed = state_.load();
       if (armed != kIdle && armed < kFiring) {
-        const Clock::time_point deadline{Clock::duration{deadline_.load(std::memory_order_relaxed)}};
-        if (Clock::now() < deadline) {
+        const Clock::time_point deadline{
+            Clock::duration{armed == extended_call ? extended_deadline : deadline_.load(std::memory_order_relaxed)}};
+        const Clock::time_point now = Clock::now();
+        if (now < deadline) {
           waiting_until_.store(deadline.time_since_epoch().count());
           wake_.wait_until(lock, deadline);
           waiting_until_.store(kNever);
+          continue;
+        }
+        // Past it in wall time. These fields may already be a later call's: then `armed` is no longer
+        // the armed call, and the compare-exchange below fails whatever was decided here.
+        const Clock::duration period{period_.load(std::memory_order_relaxed)};
+        const Clock::time_point started{Clock::duration{started_.load(std::memory_order_relaxed)}};
+        const int64_t cpu_left = Nanos(period) - (CpuNanos(js_cpu_clock_) - cpu_started_.load(std::memory_order_relaxed));
+        const Clock::time_point wall_cap = started + kWallFactor * period;
+        if (cpu_left > 0 && now < wall_cap) {
+          // Kept off the CPU, or blocked: look again once the rest of its CPU budget could be spent.
+          extended_call = armed;
+          extended_deadline = std::min(now + std::chrono::nanoseconds{cpu_left}, wall_cap).time_since_epoch().count();
           continue;
         }
         uint64_t expected = armed;
@@ -112,12 +158,15 @@ class Watchdog {
   }
 
   v8::Isolate* const isolate_;
+  const clockid_t js_cpu_clock_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::atomic<uint64_t> state_{kIdle};  // kIdle, the armed call's number, kFiring or kFired
   std::atomic<uint64_t> calls_{0};
   std::atomic<int64_t> deadline_{0};
   std::atomic<int64_t> period_{0};
+  std::atomic<int64_t> started_{0};      // the armed call's start, steady clock
+  std::atomic<int64_t> cpu_started_{0};  // and the JS thread's CPU time then, ns
   std::atomic<bool> sleeping_{false};
   // When the watchdog's timed wait ends (kNever while it is not in one).
   std::atomic<int64_t> waiting_until_{kNever};
@@ -126,7 +175,8 @@ class Watchdog {
 };
 
 // callWithDeadline(timeoutMs, timedOutValue, fn, thisArg, ...args): fn.apply(thisArg, args), or
-// timedOutValue if fn ran past timeoutMs. Exceptions fn throws propagate unchanged.
+// timedOutValue if fn used more than timeoutMs of this thread's CPU time, or took more than kWallFactor
+// times that in wall time. Exceptions fn throws propagate unchanged.
 napi_value CallWithDeadline(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -161,9 +211,15 @@ napi_value CallWithDeadline(napi_env env, napi_callback_info info) {
         nullptr);
   }
 
-  thread_watchdog->Arm(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(timeout_ms)));
+  const auto timeout = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(timeout_ms));
+  const Clock::time_point started = Clock::now();
+  const int64_t cpu_started = CpuNanos(CLOCK_THREAD_CPUTIME_ID);
+  thread_watchdog->Arm(timeout, started, cpu_started);
   napi_value result = nullptr;
   const napi_status status = napi_call_function(env, argv[3], argv[2], argc - 4, argv + 4, &result);
+  // Returned past its budget without the watchdog stopping it: the CPU clock is read only then.
+  const Clock::duration took = Clock::now() - started;
+  const bool late = took > timeout && (took > kWallFactor * timeout || CpuNanos(CLOCK_THREAD_CPUTIME_ID) - cpu_started > Nanos(timeout));
   if (thread_watchdog->Disarm()) {
     v8::Isolate::GetCurrent()->CancelTerminateExecution();
     napi_value ignored;
@@ -171,7 +227,7 @@ napi_value CallWithDeadline(napi_env env, napi_callback_info info) {
     return argv[1];
   }
   if (status != napi_ok) return nullptr;  // fn threw: the exception is pending and propagates
-  return result;
+  return late ? argv[1] : result;
 }
 
 }  // namespace

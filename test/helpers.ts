@@ -10,9 +10,9 @@ export const FIXTURES = path.join(__dirname, 'fixtures');
 export const MiB = 1024 * 1024;
 
 /**
- * timeBudgetMs for policy modules and guides in tests that are not about the budget. The budget is wall
- * time, and on a loaded 2-vCPU host one preemption of the pager thread in a call can outlast the
- * default 5 ms: the region then falls back to 'none', which such a test would take for a failure.
+ * timeBudgetMs for policy modules and guides in tests that are not about the budget. The budget is the
+ * pager thread's CPU time, which also counts what the thread does during a call besides the policy (a
+ * garbage collection, compiling the policy's code): on a loaded host a test should not depend on it.
  */
 export const UNHURRIED_BUDGET_MS = 1000;
 

@@ -208,6 +208,8 @@ describe('misbehaving policies are contained', () => {
     ['answers a string', { module: path.join(POLICIES, 'garbage.mjs'), options: { kind: 'string' } }, /garbage/],
     ['loops forever', { module: path.join(POLICIES, 'endless.mjs'), timeBudgetMs: 20 }, /time budget of 20 ms/],
     ['returns after its time budget', { module: path.join(POLICIES, 'slow.mjs'), options: { ms: 30 }, timeBudgetMs: 5 }, /time budget of 5 ms/],
+    // Off the CPU, a call is stopped at 20 times its budget of wall time (100 ms here).
+    ['blocks forever', { module: path.join(POLICIES, 'blocking.mjs'), options: { ms: 1e9 }, timeBudgetMs: 5 }, /time budget of 5 ms/],
   ];
   for (const [what, spec, message] of cases) {
     it(`a policy that ${what}: the region falls back to 'none', says why, and serves every fault`, async () => {
@@ -228,6 +230,25 @@ describe('misbehaving policies are contained', () => {
       await region.free();
     });
   }
+
+  it('keeps a policy whose calls take longer than its budget off the CPU, as a preempted one does, and its answers', async () => {
+    const { region, bytes } = await remoteRegion(512);
+    const events: unknown[] = [];
+    region.on('policy-error', (e) => events.push(e));
+    // Each call blocks 15 ms against a budget of 5 ms of CPU time.
+    await region.setPrefetch({ module: path.join(POLICIES, 'blocking.mjs'), options: { ms: 15 }, timeBudgetMs: 5 } as never);
+    const pages = shuffled(512, 11).slice(0, 16);
+    const started = performance.now();
+    touch(region, bytes, pages);
+    // A lower bound only, which a slow host cannot break: the calls did block past their budget.
+    expect(performance.now() - started).toBeGreaterThan(5 * pages.length);
+    const stats = region.stats();
+    expect(stats.policyErrors).toBe(0);
+    expect(stats.prefetched).toBeGreaterThan(0);
+    expect(events).toEqual([]);
+    expect((await region.policyStats()).at(-1)!.name).toBe('blocking');
+    await region.free();
+  });
 
   it('refuses modules it cannot load, with the reason, and keeps the old policy', async () => {
     const { region, bytes } = await remoteRegion(64, 'readahead');
