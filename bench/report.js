@@ -418,22 +418,19 @@ function barSection(data, budgets) {
   if (!scan) out.push('- `scan`: not in this run.');
   else if (!best) out.push('- `scan`: no farmem time at 25%.');
   else if (!isNum(data.tcpStreamGBps)) out.push(`- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}); no TCP stream bandwidth measured.`);
-  else if (isNum(data.scanStreamGBps)) {
-    // Set against the stream measured beside the scan's own cell; the run's fastest median, which can
-    // come from another hour of a drifting host, is given beside it.
-    const bar = 0.6 * data.scanStreamGBps;
-    const beside = besideScan(data.tcpStreamMeasurements);
+  else {
+    // Set against the stream measured beside the scan's own cell where the run has it; the run's fastest
+    // median, which can come from another hour of a drifting host, is then given beside it.
+    const beside = isNum(data.scanStreamGBps);
+    const stream = beside ? data.scanStreamGBps : data.tcpStreamGBps;
+    const percentOf = (gbps) => `${((100 * best.gbps) / gbps).toFixed(0)}%`;
+    const which = beside
+      ? `TCP stream measured beside it, ${stream.toFixed(2)} GB/s (the faster of ${besideScan(data.tcpStreamMeasurements).map((m) => m.gbPerSec.toFixed(2)).join(' before and ')} after)`
+      : `TCP stream's ${stream.toFixed(2)} GB/s`;
     out.push(
-      `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${((100 * best.gbps) / data.scanStreamGBps).toFixed(0)}% of the ` +
-        `TCP stream measured beside it, ${data.scanStreamGBps.toFixed(2)} GB/s (the faster of ${beside.map((m) => m.gbPerSec.toFixed(2)).join(' before and ')} after); ` +
-        `60% is ${bar.toFixed(2)} GB/s; reached: ${scanVerdict(best.gbps, data.scanStreamGBps)}. ` +
-        `Against the run's fastest stream median, ${data.tcpStreamGBps.toFixed(2)} GB/s: ${((100 * best.gbps) / data.tcpStreamGBps).toFixed(0)}%.`,
-    );
-  } else {
-    const bar = 0.6 * data.tcpStreamGBps;
-    out.push(
-      `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${((100 * best.gbps) / data.tcpStreamGBps).toFixed(0)}% of the ` +
-        `TCP stream's ${data.tcpStreamGBps.toFixed(2)} GB/s; 60% is ${bar.toFixed(2)} GB/s; reached: ${scanVerdict(best.gbps, data.tcpStreamGBps)}.`,
+      `- \`scan\`: ${best.gbps.toFixed(2)} GB/s (${cell(best.label)}) = ${percentOf(stream)} of the ${which}; ` +
+        `60% is ${(0.6 * stream).toFixed(2)} GB/s; reached: ${scanVerdict(best.gbps, stream)}.` +
+        (beside ? ` Against the run's fastest stream median, ${data.tcpStreamGBps.toFixed(2)} GB/s: ${percentOf(data.tcpStreamGBps)}.` : ''),
     );
   }
   out.push('');
