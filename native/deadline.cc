@@ -169,6 +169,8 @@ class Watchdog {
   std::condition_variable wake_;
   std::atomic<uint64_t> state_{kIdle};  // kIdle, the armed call's number, kFiring or kFired
   std::atomic<uint64_t> calls_{0};
+  // started_ + period_, stored whole: one load gives the watchdog one call's deadline, where two could
+  // mix a finished call's start with the next call's period and sleep past the next call's deadline.
   std::atomic<int64_t> deadline_{0};
   std::atomic<int64_t> period_{0};
   std::atomic<int64_t> started_{0};  // the armed call's start, steady clock
