@@ -86,6 +86,10 @@ export interface NativeBinding {
   /** mmap(PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE), MADV_NOHUGEPAGE; aligned to
    *  2 MiB when size is at least that, so that moveIn can land whole huge pages. */
   mapCreate(size: number): { address: number; buffer: ArrayBuffer };
+  /** A memory node's page storage: an ArrayBuffer over a fresh anonymous mapping that transparent huge
+   *  pages may back (MADV_HUGEPAGE), so that its first write faults once a 2 MiB page. Unmapped when
+   *  collected; not a region (no mapAttach, no registry). */
+  storageCreate(size: number): ArrayBuffer;
   /** Another ArrayBuffer over a live mapping (any thread). FARMEM_REGION_FREED once released. */
   mapAttach(address: number): ArrayBuffer;
   /** Detaches buffer (if given) and drops the registry's reference; the memory is unmapped when the
@@ -266,6 +270,12 @@ function wrap(raw: NativeBinding): NativeBinding {
         throw new RangeError(`mapCreate: ${size} bytes is more than one ArrayBuffer can hold here (${MAX_BUFFER_BYTES})`);
       }
       return guarded(raw.mapCreate)(size);
+    },
+    storageCreate: (size: number) => {
+      if (size > MAX_BUFFER_BYTES) {
+        throw new RangeError(`storageCreate: ${size} bytes is more than one ArrayBuffer can hold here (${MAX_BUFFER_BYTES})`);
+      }
+      return guarded(raw.storageCreate)(size);
     },
     mapAttach: guarded(raw.mapAttach),
     mapRelease: guarded(raw.mapRelease),

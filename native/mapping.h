@@ -10,7 +10,7 @@
 
 namespace farmem {
 
-// mapCreate, mapAttach, mapRelease, dropRange, readOut.
+// mapCreate, storageCreate, mapAttach, mapRelease, dropRange, readOut.
 void RegisterMapping(Napi::Env env, Napi::Object exports);
 // In a restricted env (restrictEnv), true only if [address, address + length) lies in a mapping it may
 // reach; otherwise throws (FARMEM_ISOLATION) and returns false. Always true elsewhere.

@@ -42,6 +42,7 @@ import {
   writeReadOkHeader,
 } from '../protocol';
 import { LoopSpinner } from '../loop-spinner';
+import { loadNative } from '../native';
 
 // ---------------------------------------------------------------------------------------------------------
 // Options
@@ -207,6 +208,21 @@ export interface MemoryNodeStats {
 const TABLE_CHUNK_PAGES = 1024;
 const TABLE_CHUNK_MASK = TABLE_CHUNK_PAGES - 1;
 const NO_SLOT = -1;
+/** Slabs are cut from mappings this large where the addon loads (see SlabStore.newSlab). */
+const STORAGE_CHUNK_BYTES = 32 << 20;
+
+/**
+ * Page storage that transparent huge pages may back, from the addon; null where it does not load (off
+ * Linux: a memory node runs anywhere, on the Node allocator).
+ */
+function hugePageStorage(): ((bytes: number) => ArrayBuffer) | null {
+  try {
+    const native = loadNative();
+    return typeof native.storageCreate === 'function' ? (bytes) => native.storageCreate(bytes) : null;
+  } catch {
+    return null;
+  }
+}
 
 /**
  * Page slots in large slabs allocated on first use, handed out from a free list.
@@ -230,10 +246,32 @@ class SlabStore {
   private fresh = 0; // slots from here on were never handed out
   private freeSlots: number[] = [];
   private readonly zombies = new Set<number>();
+  private readonly createStorage = hugePageStorage();
+  /** The mapping new slabs are cut from, and how much of it they took. */
+  private chunk: Buffer | null = null;
+  private chunkTaken = 0;
 
   constructor(capacityPages: number, slabPages: number) {
     this.capacityPages = capacityPages;
     this.slabPages = slabPages;
+  }
+
+  /**
+   * A new slab. Where the addon loads, slabs are cut from 32 MiB mappings that huge pages may back: a
+   * node's first write of a page then faults once a 2 MiB page, not once a 4 KiB page (a fault costs
+   * microseconds in a VM, and a fresh node takes one for every page a client writes). Unwritten parts
+   * of a mapping cost address space only.
+   */
+  private newSlab(): Buffer {
+    const bytes = this.slabPages * PAGE_SIZE;
+    if (this.createStorage === null) return Buffer.allocUnsafeSlow(bytes);
+    if (this.chunk === null || this.chunkTaken + bytes > this.chunk.length) {
+      this.chunk = Buffer.from(this.createStorage(Math.max(1, Math.floor(STORAGE_CHUNK_BYTES / bytes)) * bytes));
+      this.chunkTaken = 0;
+    }
+    const slab = this.chunk.subarray(this.chunkTaken, this.chunkTaken + bytes);
+    this.chunkTaken += bytes;
+    return slab;
   }
 
   allocatedBytes(): number {
@@ -245,7 +283,7 @@ class SlabStore {
     if (this.freeSlots.length > 0) return this.freeSlots.pop()!;
     const slot = this.fresh++;
     if (slot >= this.slabs.length * this.slabPages) {
-      this.slabs.push(Buffer.allocUnsafeSlow(this.slabPages * PAGE_SIZE));
+      this.slabs.push(this.newSlab());
       this.pins.push(new Int32Array(this.slabPages));
     }
     return slot;
@@ -301,6 +339,7 @@ class SlabStore {
     this.pins = [];
     this.freeSlots = [];
     this.fresh = 0;
+    this.chunk = null;
   }
 
   clear(): void {
