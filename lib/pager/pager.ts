@@ -264,6 +264,12 @@ export class Pager {
   private readonly oneCpu = os.availableParallelism() === 1;
   /** Assembly buffers not in use, and how many may be in use at once (0: blocks never land whole). */
   private readonly spareAssemblies: Buffer[] = [];
+  /**
+   * Write-back buffers (maxRequestPages pages each) whose write a node acknowledged, kept for the next
+   * write-backs: a fresh one costs a page fault a page on first use. At most maxSpareWriteBuffers.
+   */
+  private readonly spareWriteBuffers: ArrayBuffer[] = [];
+  private readonly maxSpareWriteBuffers: number;
   private assembliesInUse = 0;
   private readonly maxAssemblies: number;
   /** moveIn's answer: which pages of the block were written before they were write-protected. */
@@ -284,6 +290,8 @@ export class Pager {
     this.maxPrefetchPages = Math.max(0, Math.floor(frameCount * options.maxPrefetchFraction));
     this.maxAssemblies = options.hugePages ? Math.min(MAX_ASSEMBLIES, Math.floor(this.maxPrefetchPages / BLOCK_PAGES)) : 0;
     this.zeros = Buffer.alloc(options.maxRequestPages * PAGE_SIZE);
+    // An eighth of the budget at most: a write-back burst's worth, without keeping much idle memory.
+    this.maxSpareWriteBuffers = Math.max(2, Math.min(64, Math.floor(options.localBudget / 8 / this.zeros.length)));
     let pagemap = -1;
     try {
       pagemap = fs.openSync('/proc/self/pagemap', 'r');
@@ -1558,7 +1566,7 @@ export class Pager {
     forEachRun(pages, this.transport.splitPages, this.options.maxRequestPages, (first, count) => {
       const address = region.base + first * PAGE_SIZE;
       const length = count * PAGE_SIZE;
-      const data = Buffer.allocUnsafe(length);
+      const data = this.writeBuffer(length);
       this.native.readOut(address, length, data, 0);
       if (drop) this.drops.drop(address, length);
       const copies: WriteCopy[] = [];
@@ -1588,11 +1596,25 @@ export class Pager {
             this.writeCopies.delete(key);
             if (table.get(first + k) === PageState.Evicting) table.move(first + k, PageState.Remote);
           }
+          // Acknowledged, so never resent, and no copy in it is served any more: the buffer is free.
+          if (data.byteLength > this.zeros.length / 2 && this.spareWriteBuffers.length < this.maxSpareWriteBuffers) {
+            this.spareWriteBuffers.push(data.buffer as ArrayBuffer);
+          }
         }
         this.publish(region);
         if (region.writesInFlight === 0) this.settleFlush(region);
       });
     });
+  }
+
+  /**
+   * A buffer for a write-back of `length` bytes. Long ones (more than half of maxRequestPages) reuse an
+   * acknowledged one's buffer of maxRequestPages pages: new memory that large comes fresh from the
+   * kernel, a page fault a page. Short ones, as a random writer's are, come from the Node allocator.
+   */
+  private writeBuffer(length: number): Buffer {
+    if (length <= this.zeros.length / 2) return Buffer.allocUnsafe(length);
+    return Buffer.from(this.spareWriteBuffers.pop() ?? Buffer.allocUnsafeSlow(this.zeros.length).buffer, 0, length);
   }
 
   /**
