@@ -74,6 +74,14 @@ export interface UffdHandle {
    * length when the kernel stopped part way (the rest is not mapped). Needs capabilities().move.
    */
   moveIn(dst: number, src: ArrayBufferView, srcOffset: number, length: number, written: Uint8Array): number;
+  /**
+   * Lands an aligned 2 MiB block of zeros at dst, writable and without waking, as one transparent huge
+   * page (a fresh one the kernel cleared, moved in by UFFDIO_MOVE). For never-written pages a writer is
+   * about to fill: the caller counts them dirty. Returns the bytes mapped: 2 MiB, or 0 where the kernel
+   * gave no huge page (nothing mapped), or, should the kernel stop part way, the length of the mapped
+   * start. Needs capabilities().move.
+   */
+  zeroBlockIn(dst: number): number;
   /** Stops the poll handle and closes the fd, which wakes every blocked faulter. Idempotent. */
   close(): void;
 }
@@ -241,6 +249,14 @@ function wrap(raw: NativeBinding): NativeBinding {
     moveIn(dst: number, src: ArrayBufferView, srcOffset: number, length: number, written: Uint8Array): number {
       try {
         return this.#handle.moveIn(dst, src, srcOffset, length, written);
+      } catch (error) {
+        throw toFarmemError(error);
+      }
+    }
+
+    zeroBlockIn(dst: number): number {
+      try {
+        return this.#handle.zeroBlockIn(dst);
       } catch (error) {
         throw toFarmemError(error);
       }

@@ -26,6 +26,7 @@ export const REGION_COUNTERS = [
   'policyErrors', // policies or guides that misbehaved and were replaced by 'none'
   'hugeBlocks', // whole 2 MiB blocks landed by one move (hugePages)
   'protectCalls', // UFFDIO_WRITEPROTECT calls that took write access away for a write-back (each flushes the TLB)
+  'zeroBlocks', // whole 2 MiB blocks of zeros mapped by one move ahead of a writer (hugePages)
 ] as const;
 export type RegionCounter = (typeof REGION_COUNTERS)[number];
 
@@ -97,6 +98,8 @@ export interface RegionStats {
   hugeBlocks: number;
   /** Calls that write-protected dirty pages for their write-back: one may span many pages, and each flushes the TLB. */
   protectCalls: number;
+  /** Whole 2 MiB blocks of never-written pages mapped as zeros by one move ahead of a sequential writer (hugePages): one huge page each where the kernel had one free. */
+  zeroBlocks: number;
 }
 
 /**
@@ -181,6 +184,7 @@ export function readRegionStats(data: Float64Array, pageSize: number): RegionSta
     policyErrors: data[C.policyErrors],
     hugeBlocks: data[C.hugeBlocks],
     protectCalls: data[C.protectCalls],
+    zeroBlocks: data[C.zeroBlocks],
   };
 }
 

@@ -264,6 +264,7 @@ Napi::Function Uffd::Define(Napi::Env env) {
                          InstanceMethod<&Uffd::WriteProtect>("writeProtect"),
                          InstanceMethod<&Uffd::Wake>("wake"),
                          InstanceMethod<&Uffd::MoveIn>("moveIn"),
+                         InstanceMethod<&Uffd::ZeroBlockIn>("zeroBlockIn"),
                          InstanceMethod<&Uffd::Close>("close"),
                      });
 }
@@ -824,6 +825,51 @@ Napi::Value Uffd::MoveIn(const Napi::CallbackInfo& info) {
     const uint64_t at = i * page_size_;
     written.data[i] = !protected_ok || std::memcmp(reinterpret_cast<const void*>(dst + at),
                                                    src.data + src_offset + at, page_size_) != 0;
+  }
+  return Napi::Number::New(env, static_cast<double>(moved));
+}
+
+// zeroBlockIn(dst) -> bytes moved: 0 or kStagingBytes. Lands one aligned 2 MiB block of zeros at dst,
+// writable and without waking, as one transparent huge page: the kernel clears a fresh huge page in the
+// staging area and UFFDIO_MOVE takes it to dst. For never-written pages a writer is about to fill, which
+// the caller counts dirty from the start (so nothing is compared or protected). Returns 0, mapping
+// nothing, where the kernel gave the staging area no huge page: the caller lands the zeros page by page.
+Napi::Value Uffd::ZeroBlockIn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t dst;
+  if (!ToPageAddress(env, info[0], "dst", page_size_, &dst)) return Napi::Value();
+  if (dst % kStagingBytes != 0) {
+    ThrowRangeError(env, "zeroBlockIn: dst must be aligned to " + std::to_string(kStagingBytes) + " bytes, got " +
+                             Range(dst, kStagingBytes));
+    return Napi::Value();
+  }
+  if (!move_) {
+    ThrowCodeError(env, "FARMEM_FEATURE_MISSING", "zeroBlockIn needs UFFDIO_MOVE (Linux 6.8)" + Closed());
+    return Napi::Value();
+  }
+  if (!CheckRestrictedRange(env, dst, kStagingBytes) || !EnsureStaging(env)) return Napi::Value();
+  if (AnyResident(dst, kStagingBytes)) {
+    ThrowSyscallError(env, EEXIST, "zeroBlockIn", Range(dst, kStagingBytes) + " already holds pages (a pager bug)");
+    return Napi::Value();
+  }
+  // As in moveIn: a huge page moves as one only where neither side has a page table.
+  (void)madvise(reinterpret_cast<void*>(dst), kStagingBytes, MADV_DONTNEED);
+  (void)madvise(staging_, kStagingBytes, MADV_DONTNEED);
+  // One write faults in the whole huge page, cleared by the kernel; anything less is not worth a move.
+  reinterpret_cast<volatile uint8_t*>(staging_)[0] = 0;
+  if (!AllResident(reinterpret_cast<uintptr_t>(staging_), kStagingBytes)) {
+    (void)madvise(staging_, kStagingBytes, MADV_DONTNEED);
+    return Napi::Number::New(env, 0);
+  }
+  int err;
+  const uint64_t moved = MovePages(dst, reinterpret_cast<uintptr_t>(staging_), kStagingBytes, &err);
+  if (moved < kStagingBytes) {
+    // Part way (not seen with a huge page): what stayed behind is dropped and the caller fills the rest.
+    (void)madvise(staging_ + moved, kStagingBytes - moved, MADV_DONTNEED);
+  }
+  if (moved == 0 && err != 0) {
+    ThrowSyscallError(env, err, "ioctl(UFFDIO_MOVE)", "cannot move zeros to " + Range(dst, kStagingBytes) + Closed());
+    return Napi::Value();
   }
   return Napi::Number::New(env, static_cast<double>(moved));
 }

@@ -70,6 +70,7 @@ class Uffd : public Napi::ObjectWrap<Uffd> {
   Napi::Value WriteProtect(const Napi::CallbackInfo& info);
   Napi::Value Wake(const Napi::CallbackInfo& info);
   Napi::Value MoveIn(const Napi::CallbackInfo& info);
+  Napi::Value ZeroBlockIn(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   // Shared by copy and zeropage: fills [dst, dst + length) page run by page

@@ -125,6 +125,32 @@ describe.skipIf(!offered)('moveIn', () => {
     expect(pagemap(dst, 16).every(([present, wp]) => present && wp)).toBe(true);
     native.dropRange(dst, 16 * PAGE);
   });
+
+  it('zeroBlockIn maps an aligned block of zeros as one writable huge page', () => {
+    const dst = mapping.address + 2 * BLOCK;
+    expect(uffd.zeroBlockIn(dst)).toBe(BLOCK);
+    expect(pagemap(dst, 512).every(([present, wp]) => present && !wp)).toBe(true);
+    expect(hugeBytesAt(mapping.address)).toBeGreaterThanOrEqual(BLOCK);
+    const landed = new Uint8Array(mapping.buffer, 2 * BLOCK, BLOCK);
+    expect(landed.every((b) => b === 0)).toBe(true);
+    // Writable: a write-protected page would fault here, and nobody serves this mapping's faults.
+    landed[BLOCK - 1] = 7;
+    expect(landed[BLOCK - 1]).toBe(7);
+    native.dropRange(dst, BLOCK);
+  });
+
+  it('zeroBlockIn refuses an unaligned block, or one that holds a page, and loses nothing', () => {
+    expect(caught(() => uffd.zeroBlockIn(mapping.address + PAGE))).toBeInstanceOf(RangeError);
+    const page = Buffer.alloc(PAGE, 0x5a);
+    const dst = mapping.address + 2 * BLOCK;
+    uffd.copy(dst + 10 * PAGE, page, 0, PAGE, 0);
+    const error = caught(() => uffd.zeroBlockIn(dst));
+    expect(error.code).toBe('FARMEM_SYSCALL');
+    expect(error.errno).toBe(17); // EEXIST
+    expect(Buffer.from(mapping.buffer, 2 * BLOCK + 10 * PAGE, PAGE).equals(page)).toBe(true);
+    expect(pagemap(dst, 512).filter(([present]) => present).length).toBe(1);
+    native.dropRange(dst, BLOCK);
+  });
 });
 
 describe.skipIf(!offered)('regions with hugePages', () => {
@@ -361,10 +387,27 @@ describe.skipIf(!offered)('regions with hugePages', () => {
     }
   });
 
+  it('maps the never-written blocks a sequential writer fills as zero huge pages, and writes every page back', async () => {
+    // remoteRegion fills all 64 MiB in one pass from the start: every block after the first is ahead of it.
+    const { fm, region, expected } = await remoteRegion();
+    try {
+      const filled = region.stats();
+      expect(filled.zeroBlocks).toBeGreaterThan(0);
+      expect(filled.zeroFills).toBe(64 * MiB / PAGE);
+      // Dirty from the start: every page went to the node (one may go twice, if the writer came back to it).
+      expect(filled.writebacks).toBeGreaterThanOrEqual(64 * MiB / PAGE);
+      expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
+    } finally {
+      await region.free();
+      await fm.close();
+    }
+  });
+
   it('lands every page on its own with hugePages: false', async () => {
     const { fm, region, expected } = await remoteRegion({ hugePages: false });
     try {
       expect(fm.hugePages).toBe(false);
+      expect(region.stats().zeroBlocks).toBe(0);
       expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
       expect(region.stats().hugeBlocks).toBe(0);
     } finally {

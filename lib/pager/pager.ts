@@ -1219,10 +1219,39 @@ export class Pager {
     }
     region.stats[C.zeroFills] += granted;
     this.publish(region);
-    forEachRun(pages.slice(0, granted), Infinity, this.options.maxRequestPages, (first, count) => {
-      this.uffd!.copy(region.base + first * PAGE_SIZE, this.zeros, 0, count * PAGE_SIZE, 0);
-    });
+    forEachRun(pages.slice(0, granted), Infinity, Infinity, (first, count) => this.landZeros(region, first, count));
   }
+
+  /**
+   * Maps writable zeros over pages [first, first + count), already counted Dirty: each whole 2 MiB block
+   * as one huge page where blocks land whole (a writer then takes one fault of the hypervisor's for the
+   * block, not one a page), the rest page by page.
+   */
+  private landZeros(region: PagerRegion, first: number, count: number): void {
+    const end = first + count;
+    let p = first;
+    while (p < end) {
+      if (region.blocks !== null && (p & BLOCK_MASK) === 0 && p + BLOCK_PAGES <= end) {
+        const moved = this.uffd!.zeroBlockIn(region.base + p * PAGE_SIZE) / PAGE_SIZE;
+        if (moved === BLOCK_PAGES) region.stats[C.zeroBlocks]++;
+        else this.copyZeros(region, p + moved, p + BLOCK_PAGES);
+        p += BLOCK_PAGES;
+        continue;
+      }
+      const next = Math.min(end, (p + BLOCK_PAGES) & ~BLOCK_MASK);
+      this.copyZeros(region, p, next);
+      p = next;
+    }
+  }
+
+  /** Writable zeros over pages [from, to), page by page, as many a call as the zeros buffer holds. */
+  private copyZeros(region: PagerRegion, from: number, to: number): void {
+    for (let p = from; p < to; p += this.options.maxRequestPages) {
+      const n = Math.min(to - p, this.options.maxRequestPages);
+      this.uffd!.copy(region.base + p * PAGE_SIZE, this.zeros, 0, n * PAGE_SIZE, 0);
+    }
+  }
+
 
   /** Sends this batch's fetches: neighbouring pages of one stripe coalesce into one request. */
   private issueFetches(): void {
