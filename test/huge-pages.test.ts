@@ -44,6 +44,25 @@ function hugeBytesAt(address: number): number {
   return 0;
 }
 
+describe.skipIf(caps.transparentHugepages !== 'always' && caps.transparentHugepages !== 'madvise')('storageCreate', () => {
+  /** AnonHugePages of this process, in bytes. */
+  const hugeBytes = () => Number(/AnonHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/smaps_rollup', 'utf8'))![1]) * 1024;
+
+  it('gives a memory node zeroed storage that huge pages back, and checks its size', () => {
+    const storage = native.storageCreate(4 * MiB + 100);
+    expect(storage.byteLength).toBe(4 * MiB + 100);
+    const bytes = new Uint8Array(storage);
+    const before = hugeBytes();
+    bytes.fill(0xa5, 0, 4 * MiB);
+    // Aligned to 2 MiB, so its first 4 MiB are two huge pages. First in this file (its own process), so
+    // no other mapping of it gains or loses a huge page meanwhile.
+    expect(hugeBytes() - before).toBeGreaterThanOrEqual(4 * MiB);
+    expect(bytes[4 * MiB - 1]).toBe(0xa5);
+    expect(bytes.subarray(4 * MiB).every((b) => b === 0)).toBe(true);
+    expect(caught(() => native.storageCreate(0))).toBeInstanceOf(RangeError);
+  });
+});
+
 describe.skipIf(!offered)('moveIn', () => {
   // Served by nobody: these tests never touch a missing page of the mapping, and never write a landed one.
   let mapping: { address: number; buffer: ArrayBuffer };
@@ -414,24 +433,6 @@ describe.skipIf(!offered)('regions with hugePages', () => {
       await region.free();
       await fm.close();
     }
-  });
-});
-
-describe.skipIf(caps.transparentHugepages !== 'always' && caps.transparentHugepages !== 'madvise')('storageCreate', () => {
-  /** AnonHugePages of this process, in bytes. */
-  const hugeBytes = () => Number(/AnonHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/smaps_rollup', 'utf8'))![1]) * 1024;
-
-  it('gives a memory node zeroed storage that huge pages back, and checks its size', () => {
-    const storage = native.storageCreate(4 * MiB + 100);
-    expect(storage.byteLength).toBe(4 * MiB + 100);
-    const bytes = new Uint8Array(storage);
-    const before = hugeBytes();
-    bytes.fill(0xa5, 0, 4 * MiB);
-    // Aligned to 2 MiB, so its first 4 MiB are two huge pages (nothing else here maps one meanwhile).
-    expect(hugeBytes() - before).toBeGreaterThanOrEqual(4 * MiB);
-    expect(bytes[4 * MiB - 1]).toBe(0xa5);
-    expect(bytes.subarray(4 * MiB).every((b) => b === 0)).toBe(true);
-    expect(caught(() => native.storageCreate(0))).toBeInstanceOf(RangeError);
   });
 });
 
