@@ -712,7 +712,7 @@ bool Uffd::EnsureStaging(Napi::Env env) {
   // Aligned, so that one huge page can back it.
   void* mapped = MapAligned(kStagingBytes, kStagingBytes);
   if (mapped == MAP_FAILED) {
-    ThrowSyscallError(env, errno, "mmap", "cannot map moveIn's staging area");
+    ThrowSyscallError(env, errno, "mmap", "cannot map the staging area of moveIn and zeroBlockIn");
     return false;
   }
   uint8_t* staging = static_cast<uint8_t*>(mapped);
@@ -722,7 +722,7 @@ bool Uffd::EnsureStaging(Napi::Env env) {
   if (madvise(staging, kStagingBytes, MADV_DONTFORK) != 0) {
     const int err = errno;
     munmap(staging, kStagingBytes);
-    ThrowSyscallError(env, err, "madvise(MADV_DONTFORK)", "cannot set up moveIn's staging area");
+    ThrowSyscallError(env, err, "madvise(MADV_DONTFORK)", "cannot set up the staging area of moveIn and zeroBlockIn");
     return false;
   }
   staging_ = staging;
@@ -829,7 +829,8 @@ Napi::Value Uffd::MoveIn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(moved));
 }
 
-// zeroBlockIn(dst) -> bytes moved: 0 or kStagingBytes. Lands one aligned 2 MiB block of zeros at dst,
+// zeroBlockIn(dst) -> bytes mapped from dst on: kStagingBytes, 0, or (should the kernel stop part way)
+// the length of the mapped start. Lands one aligned 2 MiB block of zeros at dst,
 // writable and without waking, as one transparent huge page: the kernel clears a fresh huge page in the
 // staging area and UFFDIO_MOVE takes it to dst. For never-written pages a writer is about to fill, which
 // the caller counts dirty from the start (so nothing is compared or protected). Returns 0, mapping

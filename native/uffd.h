@@ -79,7 +79,8 @@ class Uffd : public Napi::ObjectWrap<Uffd> {
   bool Fill(Napi::Env env, bool zero, uint64_t dst, const uint8_t* src, uint64_t length, uint64_t mode,
             uint64_t* present);
   bool WakeRange(Napi::Env env, uint64_t address, uint64_t length);
-  // The staging area moveIn copies into, mapped on first use; false with a JS exception pending.
+  // The staging area (moveIn copies into it; zeroBlockIn has the kernel clear it), mapped on first use;
+  // false with a JS exception pending.
   bool EnsureStaging(Napi::Env env);
   // UFFDIO_MOVE of [src, src + length) to dst without waking; returns the bytes moved and sets *err.
   uint64_t MovePages(uint64_t dst, uint64_t src, uint64_t length, int* err);
@@ -101,7 +102,8 @@ class Uffd : public Napi::ObjectWrap<Uffd> {
   bool write_protect_ = false;
   bool move_ = false;  // UFFD_FEATURE_MOVE enabled
   uint64_t page_size_ = 0;
-  // moveIn's staging area: kStagingBytes, aligned so that one transparent huge page can back it.
+  // The staging area of moveIn and zeroBlockIn: kStagingBytes, aligned so that one transparent huge
+  // page can back it.
   // Empty between calls. Pager thread only.
   uint8_t* staging_ = nullptr;
   Napi::Reference<Napi::Float64Array> events_;

@@ -1252,7 +1252,6 @@ export class Pager {
     }
   }
 
-
   /** Sends this batch's fetches: neighbouring pages of one stripe coalesce into one request. */
   private issueFetches(): void {
     if (this.demand.length > 0) {
