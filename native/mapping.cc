@@ -166,23 +166,32 @@ bool MayReach(Napi::Env env, const MappingRef& mapping) {
   return false;
 }
 
+// Maps the positive `size` that arg gives, in whole pages, aligned to kHugeAlign when at least that, so
+// that each whole 2 MiB block can take a huge page. Sets *size and *mapped; returns nullptr with a JS
+// exception pending on failure. `what` ends the mmap error's message.
+uint8_t* MapSized(Napi::Env env, const Napi::Value& arg, const std::string& what, uint64_t* size, uint64_t* mapped) {
+  if (!ToUint(env, arg, "size", size)) return nullptr;
+  if (*size == 0) {
+    ThrowRangeError(env, "size must be positive");
+    return nullptr;
+  }
+  const uint64_t page = PageSize();
+  *mapped = (*size + page - 1) / page * page;
+  void* base = MapAligned(*mapped, *mapped >= kHugeAlign ? kHugeAlign : page);
+  if (base == MAP_FAILED) {
+    ThrowSyscallError(env, errno, "mmap", "cannot map " + std::to_string(*mapped) + " bytes" + what);
+    return nullptr;
+  }
+  return static_cast<uint8_t*>(base);
+}
+
 // mapCreate(size) -> { address, buffer }
 Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint64_t size;
-  if (!ToUint(env, info[0], "size", &size)) return Napi::Value();
-  if (size == 0) {
-    ThrowRangeError(env, "size must be positive");
-    return Napi::Value();
-  }
-  const uint64_t page = PageSize();
-  const uint64_t mapped = (size + page - 1) / page * page;
-  // Aligned to kHugeAlign, so that each whole 2 MiB block of the region can take a huge page (moveIn).
-  void* base = MapAligned(mapped, mapped >= kHugeAlign ? kHugeAlign : page);
-  if (base == MAP_FAILED) {
-    ThrowSyscallError(env, errno, "mmap", "cannot map " + std::to_string(mapped) + " bytes");
-    return Napi::Value();
-  }
+  uint64_t size, mapped;
+  // Aligned, so that moveIn can land whole blocks as huge pages.
+  uint8_t* base = MapSized(env, info[0], "", &size, &mapped);
+  if (base == nullptr) return Napi::Value();
   // The kernel must not fill a 4 KiB fault with a 2 MiB page of its own; huge pages come only by moveIn.
   if (madvise(base, mapped, MADV_NOHUGEPAGE) != 0) {
     int err = errno;
@@ -191,7 +200,7 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
                       "cannot set up the mapping at " + Hex(reinterpret_cast<uintptr_t>(base)));
     return Napi::Value();
   }
-  auto mapping = std::make_shared<Mapping>(static_cast<uint8_t*>(base), size, mapped, EnvId(env));
+  auto mapping = std::make_shared<Mapping>(base, size, mapped, EnvId(env));
   Napi::Value buffer = NewBuffer(env, mapping);
   if (buffer.IsEmpty()) return Napi::Value();  // mapping's last reference goes here: munmap
   Registry::Get().Add(mapping);
@@ -211,22 +220,12 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
 // is unmapped when the last ArrayBuffer over it is collected.
 Napi::Value StorageCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint64_t size;
-  if (!ToUint(env, info[0], "size", &size)) return Napi::Value();
-  if (size == 0) {
-    ThrowRangeError(env, "size must be positive");
-    return Napi::Value();
-  }
-  const uint64_t page = PageSize();
-  const uint64_t mapped = (size + page - 1) / page * page;
-  void* base = MapAligned(mapped, mapped >= kHugeAlign ? kHugeAlign : page);
-  if (base == MAP_FAILED) {
-    ThrowSyscallError(env, errno, "mmap", "cannot map " + std::to_string(mapped) + " bytes of page storage");
-    return Napi::Value();
-  }
+  uint64_t size, mapped;
+  uint8_t* base = MapSized(env, info[0], " of page storage", &size, &mapped);
+  if (base == nullptr) return Napi::Value();
   // Refused where the kernel has no transparent huge pages: small pages then, as any allocation gets.
   (void)madvise(base, mapped, MADV_HUGEPAGE);
-  return NewBuffer(env, std::make_shared<Mapping>(static_cast<uint8_t*>(base), size, mapped, EnvId(env)));
+  return NewBuffer(env, std::make_shared<Mapping>(base, size, mapped, EnvId(env)));
 }
 
 // mapAttach(address) -> ArrayBuffer over a live mapping.

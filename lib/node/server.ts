@@ -218,7 +218,7 @@ const STORAGE_CHUNK_BYTES = 32 << 20;
 function hugePageStorage(): ((bytes: number) => ArrayBuffer) | null {
   try {
     const native = loadNative();
-    return typeof native.storageCreate === 'function' ? (bytes) => native.storageCreate(bytes) : null;
+    return (bytes) => native.storageCreate(bytes);
   } catch {
     return null;
   }
