@@ -71,7 +71,9 @@ export interface UffdHandle {
    * page for an aligned 2 MiB, where the kernel has one. length: at most 2 MiB. A moved page is
    * writable until it is protected, so each is compared with src afterwards: written[i] = 1 where page
    * i differs (a thread wrote it in between; treat it as dirty). Returns the bytes moved; less than
-   * length when the kernel stopped part way (the rest is not mapped). Needs capabilities().move.
+   * length when the kernel stopped part way: copy() the rest, which steps over any page the kernel moved
+   * without counting (protected and compared like the others). written[i] is set for every page of
+   * length, 0 where nothing is mapped. Throws when nothing was mapped. Needs capabilities().move.
    */
   moveIn(dst: number, src: ArrayBufferView, srcOffset: number, length: number, written: Uint8Array): number;
   /**
@@ -127,6 +129,9 @@ export interface NativeBinding {
   /** Tests only: the next moveIn (any thread) flips the byte at dst + offset between its move and its
    *  write protection, as a racing writer could. -1 disarms. */
   setMoveWindowWriteForTest(offset: number): void;
+  /** Tests only: the next UFFDIO_MOVE of moveIn or zeroBlockIn (any thread) moves only its first `bytes`
+   *  and stops, counting them, or (counted false) counting nothing though they moved. -1 disarms. */
+  setPartialMoveForTest(bytes: number, counted: boolean): void;
 }
 
 /** copy() flags. */
@@ -304,6 +309,7 @@ function wrap(raw: NativeBinding): NativeBinding {
     envId: guarded(raw.envId),
     mappingCounts: guarded(raw.mappingCounts),
     setMoveWindowWriteForTest: raw.setMoveWindowWriteForTest,
+    setPartialMoveForTest: raw.setPartialMoveForTest,
   };
 }
 

@@ -84,6 +84,17 @@ Napi::Value SetMoveWindowWrite(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setPartialMoveForTest(bytes, counted): see SetPartialMoveForTest (uffd.h); bytes -1 disarms it.
+Napi::Value SetPartialMove(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsBoolean()) {
+    ThrowTypeError(env, "setPartialMoveForTest(bytes, counted): bytes must be a number and counted a boolean");
+    return Napi::Value();
+  }
+  SetPartialMoveForTest(info[0].As<Napi::Number>().Int64Value(), info[1].As<Napi::Boolean>().Value());
+  return env.Undefined();
+}
+
 // envId(): this env's never-reused id, for another thread's restrictEnv(alsoReaches).
 Napi::Value GetEnvId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(EnvId(info.Env())));
@@ -255,6 +266,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   (void)exports.Set("envId", Napi::Function::New(env, farmem::GetEnvId, "envId"));
   (void)exports.Set("setMoveWindowWriteForTest",
                     Napi::Function::New(env, farmem::SetMoveWindowWrite, "setMoveWindowWriteForTest"));
+  (void)exports.Set("setPartialMoveForTest",
+                    Napi::Function::New(env, farmem::SetPartialMove, "setPartialMoveForTest"));
   (void)exports.Set("probe", Napi::Function::New(env, farmem::Probe, "probe"));
   (void)exports.Set("Uffd", farmem::Uffd::Define(env));
   farmem::RegisterMapping(env, exports);

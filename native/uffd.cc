@@ -63,6 +63,8 @@ constexpr uint64_t kCopyWp = 2;
 constexpr size_t kReadBatch = 64;  // uffd_msg per read(2)
 
 std::atomic<int64_t> move_window_write_for_test{-1};
+std::atomic<int64_t> partial_move_bytes_for_test{-1};
+std::atomic<bool> partial_move_counted_for_test{true};
 
 // The bracketed word of the THP "enabled" file, or "" when there is none.
 std::string TransparentHugepages() {
@@ -168,6 +170,11 @@ std::string Range(uint64_t address, uint64_t length) {
 }  // namespace
 
 void SetMoveWindowWriteForTest(int64_t offset) { move_window_write_for_test.store(offset); }
+
+void SetPartialMoveForTest(int64_t bytes, bool counted) {
+  partial_move_counted_for_test.store(counted);
+  partial_move_bytes_for_test.store(bytes);
+}
 
 Capabilities RunProbe() {
   Capabilities caps;
@@ -732,6 +739,21 @@ bool Uffd::EnsureStaging(Napi::Env env) {
 uint64_t Uffd::MovePages(uint64_t dst, uint64_t src, uint64_t length, int* err) {
   uint64_t moved = 0;
   *err = 0;
+  const int64_t partial = partial_move_bytes_for_test.exchange(-1);
+  if (partial >= 0 && static_cast<uint64_t>(partial) < length) {
+    farmem_uffdio_move m = {};
+    m.dst = dst;
+    m.src = src;
+    m.len = static_cast<uint64_t>(partial);
+    m.mode = FARMEM_UFFDIO_MOVE_MODE_DONTWAKE;
+    if (m.len > 0 && ioctl(fd_, FARMEM_UFFDIO_MOVE, &m) != 0) {
+      *err = errno;
+      return 0;
+    }
+    const bool counted = partial_move_counted_for_test.load();
+    *err = counted ? EBUSY : EEXIST;
+    return counted ? m.len : 0;
+  }
   while (moved < length) {
     farmem_uffdio_move m = {};
     m.dst = dst + moved;
@@ -760,8 +782,9 @@ uint64_t Uffd::MovePages(uint64_t dst, uint64_t src, uint64_t length, int* err) 
 // installs writable pages, so a thread could write one between the move and the write protection
 // unseen: after protecting, each moved page is compared with src, and written[i] = 1 where page i
 // differs (it was written; the caller must treat it as dirty). Waiters are not woken. Returns less
-// than length when the kernel stopped part way (the rest is not mapped: copy() it); throws when it
-// moved nothing.
+// than length when the kernel stopped part way: the caller copy()s the rest, which steps over any page
+// the kernel moved without counting it (such pages are protected and compared too). written[i] is set
+// for every page of length, 0 where nothing is mapped. Throws when nothing at all was mapped.
 Napi::Value Uffd::MoveIn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t dst, src_offset, length;
@@ -807,24 +830,53 @@ Napi::Value Uffd::MoveIn(const Napi::CallbackInfo& info) {
   const uint64_t moved = MovePages(dst, reinterpret_cast<uintptr_t>(staging_), length, &err);
   // What stayed behind is dropped, so that the staging area is empty again.
   if (moved < length) (void)madvise(staging_ + moved, length - moved, MADV_DONTNEED);
-  if (moved == 0) {
+
+  // Part way, the kernel may have mapped more than it counted (as zeroBlockIn met: EEXIST, nothing
+  // counted, a page mapped). Only this thread maps pages at dst, so a page present past `moved` came
+  // from the staging area: it is protected and compared like the counted ones. Left writable and
+  // taken for clean, a write to it would be lost at eviction.
+  unsigned char present[kStagingBytes / 4096];
+  const uint64_t counted = moved / page_size_;
+  std::memset(present, 1, counted);
+  std::memset(present + counted, 0, pages - counted);
+  uint64_t mapped = counted;
+  if (moved < length) {
+    // If mincore fails, only the counted pages are taken as mapped: reading an unmapped page of dst
+    // would fault, and this thread would wait on itself.
+    if (mincore(reinterpret_cast<void*>(dst + moved), length - moved, present + counted) != 0) {
+      std::memset(present + counted, 0, pages - counted);
+    }
+    for (uint64_t i = counted; i < pages; i++) mapped += (present[i] &= 1);
+  }
+  if (mapped == 0) {
     ThrowSyscallError(env, err, "ioctl(UFFDIO_MOVE)", "cannot move pages to " + Range(dst, length) + Closed());
     return Napi::Value();
   }
 
   const int64_t poke = move_window_write_for_test.exchange(-1);
-  if (poke >= 0 && static_cast<uint64_t>(poke) < moved) reinterpret_cast<volatile uint8_t*>(dst)[poke] ^= 0xff;
+  if (poke >= 0 && static_cast<uint64_t>(poke) < length && present[static_cast<uint64_t>(poke) / page_size_]) {
+    reinterpret_cast<volatile uint8_t*>(dst)[poke] ^= 0xff;
+  }
 
-  uffdio_writeprotect wp = {};
-  wp.range.start = dst;
-  wp.range.len = moved;
-  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-  const bool protected_ok = ioctl(fd_, UFFDIO_WRITEPROTECT, &wp) == 0;
-  for (uint64_t i = 0; i < moved / page_size_; i++) {
-    // Unprotected pages may be written at any time: all of them count as written.
-    const uint64_t at = i * page_size_;
-    written.data[i] = !protected_ok || std::memcmp(reinterpret_cast<const void*>(dst + at),
-                                                   src.data + src_offset + at, page_size_) != 0;
+  // One protection per run of mapped pages: the whole length, unless the kernel stopped part way.
+  for (uint64_t i = 0; i < pages;) {
+    if (!present[i]) {
+      written.data[i++] = 0;
+      continue;
+    }
+    uint64_t end = i;
+    while (end < pages && present[end]) end++;
+    uffdio_writeprotect wp = {};
+    wp.range.start = dst + i * page_size_;
+    wp.range.len = (end - i) * page_size_;
+    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+    const bool protected_ok = ioctl(fd_, UFFDIO_WRITEPROTECT, &wp) == 0;
+    for (; i < end; i++) {
+      // Unprotected pages may be written at any time: all of them count as written.
+      const uint64_t at = i * page_size_;
+      written.data[i] = !protected_ok || std::memcmp(reinterpret_cast<const void*>(dst + at),
+                                                     src.data + src_offset + at, page_size_) != 0;
+    }
   }
   return Napi::Number::New(env, static_cast<double>(moved));
 }

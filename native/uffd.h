@@ -40,6 +40,11 @@ constexpr uint64_t kStagingBytes = 2u << 20;
 // the write protection, as a racing application thread could. Process-wide; reset by that call.
 void SetMoveWindowWriteForTest(int64_t offset);
 
+// Test hook: when bytes >= 0, the next UFFDIO_MOVE of moveIn or zeroBlockIn (any thread) moves only
+// its first `bytes` and then stops as the kernel can part way: counting them (EBUSY), or, as seen on
+// Linux 6.18, counting nothing (EEXIST) though they moved. Process-wide; reset by that call.
+void SetPartialMoveForTest(int64_t bytes, bool counted);
+
 Capabilities RunProbe();
 // The env's probe result, probed on first use (addon.cc).
 const Capabilities& CachedCapabilities(Napi::Env env);

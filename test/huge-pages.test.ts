@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { capabilities, loadNative, type UffdHandle } from '../lib/native';
+import { COPY_DONTWAKE, COPY_WP, capabilities, loadNative, type UffdHandle } from '../lib/native';
 import { FIXTURES, MiB, UNHURRIED_BUDGET_MS, caught, farmem, fillPattern } from './helpers';
 
 const { FarMemory, MemoryNode } = farmem;
@@ -145,6 +145,37 @@ describe.skipIf(!offered)('moveIn', () => {
     native.dropRange(dst, 16 * PAGE);
   });
 
+  it('protects and compares the pages of a move the kernel stopped part way, counted or not', () => {
+    const dst = mapping.address + 2 * BLOCK;
+    for (const counted of [true, false]) {
+      const written = new Uint8Array(512).fill(9);
+      // The move takes 7 pages and stops, reporting them or (as seen on Linux 6.18) nothing; a racing
+      // write hits one of them before the protection.
+      native.setPartialMoveForTest(7 * PAGE, counted);
+      native.setMoveWindowWriteForTest(4 * PAGE + 1);
+      try {
+        const moved = uffd.moveIn(dst, data, 0, BLOCK, written);
+        expect(moved).toBe(counted ? 7 * PAGE : 0);
+        const entries = pagemap(dst, 512);
+        expect(entries.slice(0, 7).every(([present, wp]) => present && wp)).toBe(true);
+        expect(entries.slice(7).some(([present]) => present)).toBe(false);
+        // Every entry set: 1 for the page written, 0 for the others, mapped or not.
+        expect([...written.keys()].filter((i) => written[i] !== 0)).toEqual([4]);
+        expect(written[4]).toBe(1);
+        // The caller copies the rest; the copy steps over the pages already there.
+        expect(uffd.copy(dst + moved, data, moved, BLOCK - moved, COPY_WP | COPY_DONTWAKE)).toBe(7 * PAGE - moved);
+        expect(pagemap(dst, 512).every(([present, wp]) => present && wp)).toBe(true);
+        const want = Buffer.from(data);
+        want[4 * PAGE + 1] ^= 0xff;
+        expect(Buffer.from(mapping.buffer, 2 * BLOCK, BLOCK).equals(want)).toBe(true);
+      } finally {
+        native.setPartialMoveForTest(-1, true);
+        native.setMoveWindowWriteForTest(-1);
+        native.dropRange(dst, BLOCK);
+      }
+    }
+  });
+
   it('zeroBlockIn maps an aligned block of zeros as one writable huge page', () => {
     const dst = mapping.address + 2 * BLOCK;
     expect(uffd.zeroBlockIn(dst)).toBe(BLOCK);
@@ -156,6 +187,25 @@ describe.skipIf(!offered)('moveIn', () => {
     landed[BLOCK - 1] = 7;
     expect(landed[BLOCK - 1]).toBe(7);
     native.dropRange(dst, BLOCK);
+  });
+
+  it('zeroBlockIn leaves the zeros a move stopped part way mapped, writable, counted or not', () => {
+    const dst = mapping.address + 2 * BLOCK;
+    for (const counted of [true, false]) {
+      native.setPartialMoveForTest(5 * PAGE, counted);
+      try {
+        expect(uffd.zeroBlockIn(dst)).toBe(counted ? 5 * PAGE : 0);
+        const entries = pagemap(dst, 512);
+        expect(entries.slice(0, 5).every(([present, wp]) => present && !wp)).toBe(true);
+        expect(entries.slice(5).some(([present]) => present)).toBe(false);
+        // The caller copies zeros over the rest, stepping over the pages already there.
+        expect(uffd.copy(dst, Buffer.alloc(BLOCK), 0, BLOCK, 0)).toBe(5 * PAGE);
+        expect(new Uint8Array(mapping.buffer, 2 * BLOCK, BLOCK).every((b) => b === 0)).toBe(true);
+      } finally {
+        native.setPartialMoveForTest(-1, true);
+        native.dropRange(dst, BLOCK);
+      }
+    }
   });
 
   it('zeroBlockIn refuses an unaligned block, or one that holds a page, and loses nothing', () => {
@@ -272,6 +322,37 @@ describe.skipIf(!offered)('regions with hugePages', () => {
       native.setMoveWindowWriteForTest(-1);
       await region.free();
       await fm.close();
+    }
+  });
+
+  it('keeps writes to a block whose move the kernel stopped part way, counted or not', async () => {
+    for (const counted of [true, false]) {
+      const { fm, region, expected, bytes } = await nextPageRegion({ localBudget: 16 * MiB }, 8 * MiB, 511, 13);
+      try {
+        const before = region.stats();
+        // Block 1 lands as one move (its first page's answer asks for the rest), which stops after 7 pages.
+        native.setPartialMoveForTest(7 * PAGE, counted);
+        expect(bytes[BLOCK + 7]).toBe(expected[BLOCK + 7]);
+        native.setPartialMoveForTest(-1, true);
+        const after = region.stats();
+        expect(after.remoteFetches - before.remoteFetches).toBe(1);
+        expect(after.prefetched - before.prefetched).toBe(511);
+        expect(after.hugeBlocks).toBe(before.hugeBlocks);
+        expect(Buffer.from(region.buffer, BLOCK, BLOCK).equals(expected.subarray(BLOCK, 2 * BLOCK))).toBe(true);
+        // A page the move took and one the copy after it brought: protected both, so both writes fault and
+        // go back to the node. A page left writable would count as clean, and its write be dropped.
+        for (const at of [BLOCK + 3 * PAGE + 1, BLOCK + 100 * PAGE + 1]) {
+          bytes[at] ^= 0x55;
+          expected[at] ^= 0x55;
+        }
+        await region.evict();
+        expect(region.stats().writebacks - after.writebacks).toBe(2);
+        expect(Buffer.from(region.buffer).equals(expected)).toBe(true);
+      } finally {
+        native.setPartialMoveForTest(-1, true);
+        await region.free();
+        await fm.close();
+      }
     }
   });
 

@@ -1042,14 +1042,17 @@ export class Pager {
     const written = this.movedWritten;
     let moved = 0;
     try {
+      // Sets written[] for all 512 pages, those it could not map included.
       moved = this.uffd!.moveIn(address, data, 0, BLOCK_BYTES, written);
     } catch (error) {
+      // Nothing was mapped.
+      written.fill(0);
       this.listener.notify('huge-page-fallback', { region: region.id, firstPage: first, error: error instanceof FarmemError ? error.toJSON() : { message: String(error) } });
     }
     if (moved < BLOCK_BYTES) {
-      // The kernel stopped part way: the rest goes in page by page, as any fetched page.
+      // The kernel stopped part way: the rest goes in page by page, as any fetched page. A page it moved
+      // without counting is already there, protected and compared by moveIn: the copy steps over it.
       this.uffd!.copy(address + moved, data, moved, BLOCK_BYTES - moved, COPY_WP | COPY_DONTWAKE);
-      written.fill(0, moved / PAGE_SIZE);
     }
     const table = region.table;
     const frames = this.frames;
