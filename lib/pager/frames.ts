@@ -55,6 +55,8 @@ export class FrameTable {
   // Frames a stream has passed, newest on top: evicting the newest first is meant to keep the oldest
   // part of a repeating scan resident. It does not yet: hits 1,000 or more pages apart learn of passed
   // pages too late, and the ring's oldest, that part, make up the rest (see docs/benchmark-log.md, 2026-12-03).
+  // Whole blocks are read with no fault at all, so a scan of them passes little here; marking pages
+  // passed at demand faults as well kept some resident but split blocks, and cost more (2026-12-06).
   // Entries go stale like the ring's.
   private readonly passedFrame: Int32Array;
   private readonly passedEpoch: Uint32Array;
