@@ -49,9 +49,10 @@ interface Stream {
  * when the application reaches the start of the last window (the marker), or faults at the frontier of
  * what was asked for, the window doubles and the stream asks for the next one. A fault that continues no
  * stream halves every stream's window; a stream missed MAX_MISSES times in a row, or at window 1, is
- * dropped. Keeping two windows ahead means a stream need not wait for a round trip once it is going, even
- * though in a region the pages mapped on arrival are read with no fault at all: the policy sees only the
- * faults at the frontier, and those on pages still in flight.
+ * dropped. Keeping two windows ahead is meant to spare a stream the round trip once it is going. In a
+ * region, though, pages mapped on arrival are read with no fault at all, so the policy sees only faults
+ * on pages still in flight and at the frontier; with whole blocks landing, mostly the latter, and a
+ * stream waits there about once every two windows (docs/benchmark-log.md, 2026-12-06).
  */
 /** Pages per range of a backward answer. */
 const BACKWARD_CHUNK = 32;
