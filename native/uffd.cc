@@ -698,14 +698,23 @@ Napi::Value Uffd::Wake(const Napi::CallbackInfo& info) {
 
 namespace {
 
-// mincore over [address, address + length) (at most kStagingBytes): whether every page, or any page, is
-// resident. A failing mincore answers "not all" and "any": the callers then take the cautious branch.
+// mincore over [address, address + length) (at most kStagingBytes): resident[i] = 1 where page i is
+// resident, else 0. On failure returns false and sets every entry to 0.
+bool ResidentPages(uint64_t address, uint64_t length, unsigned char* resident) {
+  const uint64_t pages = length / static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const bool ok = mincore(reinterpret_cast<void*>(address), length, resident) == 0;
+  for (uint64_t i = 0; i < pages; i++) resident[i] = ok ? (resident[i] & 1) : 0;
+  return ok;
+}
+
+// Whether every page, or any page, of [address, address + length) is resident. A failing mincore
+// answers "not all" and "any": the callers then take the cautious branch.
 bool Residency(uint64_t address, uint64_t length, bool all) {
   unsigned char resident[kStagingBytes / 4096];
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  if (mincore(reinterpret_cast<void*>(address), length, resident) != 0) return !all;
-  for (uint64_t i = 0; i < length / page; i++) {
-    if (((resident[i] & 1) != 0) != all) return !all;
+  if (!ResidentPages(address, length, resident)) return !all;
+  const uint64_t pages = length / static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  for (uint64_t i = 0; i < pages; i++) {
+    if ((resident[i] != 0) != all) return !all;
   }
   return all;
 }
@@ -838,15 +847,12 @@ Napi::Value Uffd::MoveIn(const Napi::CallbackInfo& info) {
   unsigned char present[kStagingBytes / 4096];
   const uint64_t counted = moved / page_size_;
   std::memset(present, 1, counted);
-  std::memset(present + counted, 0, pages - counted);
   uint64_t mapped = counted;
   if (moved < length) {
-    // If mincore fails, only the counted pages are taken as mapped: reading an unmapped page of dst
-    // would fault, and this thread would wait on itself.
-    if (mincore(reinterpret_cast<void*>(dst + moved), length - moved, present + counted) != 0) {
-      std::memset(present + counted, 0, pages - counted);
-    }
-    for (uint64_t i = counted; i < pages; i++) mapped += (present[i] &= 1);
+    // If mincore fails, only the counted pages are taken as mapped (ResidentPages leaves the rest 0):
+    // reading an unmapped page of dst would fault, and this thread would wait on itself.
+    (void)ResidentPages(dst + moved, length - moved, present + counted);
+    for (uint64_t i = counted; i < pages; i++) mapped += present[i];
   }
   if (mapped == 0) {
     ThrowSyscallError(env, err, "ioctl(UFFDIO_MOVE)", "cannot move pages to " + Range(dst, length) + Closed());
